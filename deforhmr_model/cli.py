@@ -1,0 +1,252 @@
+"""The ``deforhmr`` command line: infer, convert-smpl, convert-checkpoint, train, eval.
+
+``deforhmr infer INPUT... -o OUTDIR`` writes, per image ``<stem>``:
+``<stem>.npz`` + ``<stem>.json`` (result file, see :mod:`deforhmr_model.result`),
+``<stem>_p<k>.obj`` (one per person), ``<stem>.glb`` (all people, skinned, with
+armatures) and ``<stem>_overlay.png``. Every file is written to a temporary name
+and renamed, so an interrupted run never leaves a partial file. Exit status: 0
+if at least one image produced output, 1 if none did, 2 for usage errors.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+FORMATS = ("npz", "obj", "glb", "overlay")
+
+
+class UsageError(Exception):
+    """Bad command-line input that stops the whole run (exit status 2)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(message)s")
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"deforhmr: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deforhmr: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deforhmr", description="3D human mesh recovery from photos (DeforHMR).")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    inf = sub.add_parser("infer", help="recover every person's 3D body from photos")
+    inf.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    inf.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created)")
+    inf.add_argument("--model", default="none",
+                     help="checkpoint name or .safetensors path; 'none' fits the body to 2D keypoints (default)")
+    inf.add_argument("--body", default=None,
+                     help="SMPL-format body file (.npz/.pkl); default: SMPL neutral if installed, else the open body")
+    inf.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    inf.add_argument("--refine", action=argparse.BooleanOptionalAction, default=False,
+                     help="2D pose-guided refinement after the network (default off)")
+    inf.add_argument("--formats", default=",".join(FORMATS),
+                     help=f"comma-separated outputs among {','.join(FORMATS)} (default all)")
+    inf.add_argument("--max-people", type=int, default=None, help="at most this many people per image")
+    inf.add_argument("--det-threshold", type=float, default=0.5, help="person detection threshold 0..1 (default 0.5)")
+    inf.add_argument("--boxes", default=None,
+                     help="user boxes 'x1,y1,x2,y2[;x1,y1,x2,y2...]' (px) applied to every input, bypassing detection")
+    inf.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    inf.add_argument("-v", "--verbose", action="store_true")
+    inf.set_defaults(func=_cmd_infer)
+
+    cs = sub.add_parser("convert-smpl", help="convert an SMPL .pkl (no chumpy needed) to .npz")
+    cs.add_argument("pkl")
+    cs.add_argument("npz")
+    cs.set_defaults(func=_cmd_convert_smpl)
+
+    cc = sub.add_parser("convert-checkpoint", help="import an HMR 2.0 .ckpt / DeforHMR file to .safetensors")
+    cc.add_argument("src")
+    cc.add_argument("dst")
+    cc.set_defaults(func=_cmd_convert_checkpoint)
+
+    for name, mod in (("train", "deforhmr_model.train.cli"), ("eval", "deforhmr_model.eval.cli")):
+        try:
+            module = __import__(mod, fromlist=["x"])
+            getattr(module, f"add_{name}_parser")(sub)
+        except ImportError as e:  # keep infer usable if an optional piece is missing
+            sp = sub.add_parser(name, help=f"(unavailable: {e})")
+            sp.set_defaults(func=lambda a, e=e: (print(f"deforhmr: {e}", file=sys.stderr), 1)[1])
+    return p
+
+
+# ---------------------------------------------------------------------- infer
+def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
+    """Files to process and one-line problems for inputs that match nothing."""
+    files, problems = [], []
+    for pat in patterns:
+        p = Path(pat)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+            if not found:
+                problems.append(f"{pat}: folder has no files")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            hits = sorted(Path(h) for h in glob.glob(pat) if Path(h).is_file())
+            if not hits:
+                problems.append(f"{pat}: no such file, folder or matching pattern")
+            files.extend(hits)
+    seen, unique = set(), []
+    for f in files:
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
+    return unique, problems
+
+
+def _parse_boxes(text: str | None):
+    if not text:
+        return None
+    import numpy as np
+    try:
+        boxes = np.array([[float(v) for v in b.split(",")] for b in text.split(";") if b.strip()], np.float32)
+    except ValueError:
+        boxes = np.zeros((0, 3))
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or (boxes[:, 2:] <= boxes[:, :2]).any():
+        raise UsageError(f"--boxes {text!r}: expected 'x1,y1,x2,y2[;...]' in pixels with x2>x1 and y2>y1")
+    return boxes
+
+
+def _check_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".deforhmr-write-test"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write to output folder {out}: {e.strerror or e}; choose another -o") from None
+
+
+def _cmd_infer(args) -> int:
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UsageError(f"--formats: unknown {bad or formats}; choose among {','.join(FORMATS)}")
+    if not 0.0 <= args.det_threshold <= 1.0:
+        raise UsageError(f"--det-threshold {args.det_threshold}: must be between 0 and 1")
+    boxes = _parse_boxes(args.boxes)
+    out = Path(args.output)
+    _check_output_dir(out)
+    files, problems = expand_inputs(args.inputs)
+    for msg in problems:
+        print(f"skipped: {msg}", file=sys.stderr)
+    if not files:
+        print("deforhmr: nothing to do: no input files", file=sys.stderr)
+        return 1
+
+    import torch
+    from tqdm import tqdm
+
+    from .image_io import ImageLoadError, load_image
+    from .pipeline import HMRPipeline
+    from .weights import MissingModelFileError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        pipe = HMRPipeline(model=args.model, body=args.body, device=args.device, refine=args.refine,
+                           max_people=args.max_people, det_threshold=args.det_threshold)
+    except (MissingModelFileError, ValueError, RuntimeError) as e:
+        raise UsageError(str(e)) from None
+
+    done, failed, empty = 0, len(problems), 0
+    stems: set[str] = set()
+    for path in tqdm(files, desc="deforhmr", unit="img", disable=None):
+        try:
+            image = load_image(path)
+        except ImageLoadError as e:
+            tqdm.write(f"skipped: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        result = pipe.recover([image], [pipe.detect(image, boxes)])[0]
+        result.image_path = str(path)
+        if not result.people:
+            tqdm.write(f"no person found: {path}", file=sys.stderr)
+            empty += 1
+            continue
+        stem = _unique_stem(path.stem, stems)
+        try:
+            written = write_outputs(result, image, out, stem, formats)
+        except OSError as e:
+            tqdm.write(f"failed to write outputs for {path}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        done += 1
+        tqdm.write(f"{path}: {len(result.people)} people -> {', '.join(p.name for p in written)}")
+    print(f"deforhmr: {done} image(s) written to {out}, {empty} without people, {failed} failed",
+          file=sys.stderr)
+    return 0 if done else 1
+
+
+def _unique_stem(stem: str, used: set[str]) -> str:
+    cand, k = stem, 1
+    while cand in used:
+        cand, k = f"{stem}_{k}", k + 1
+    used.add(cand)
+    return cand
+
+
+def write_outputs(result, image, out: Path, stem: str, formats) -> list[Path]:
+    """Write the requested outputs for one image; returns the paths written."""
+    from .export import export_glb, export_obj
+    from .result import atomic_write, save_result
+
+    written: list[Path] = []
+    if "npz" in formats:
+        written.extend(save_result(result, out / stem))
+    if "obj" in formats:
+        written.extend(export_obj(result, out, stem))
+    if "glb" in formats:
+        written.append(export_glb(result, out / f"{stem}.glb"))
+    if "overlay" in formats:
+        from PIL import Image
+
+        from .render import render_overlay
+        rgb = render_overlay(image, result).overlay
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format="PNG")
+        written.append(atomic_write(out / f"{stem}_overlay.png", lambda f: f.write(buf.getvalue())))
+    return written
+
+
+# ---------------------------------------------------------------------- converters
+def _cmd_convert_smpl(args) -> int:
+    from .smpl_io import SMPLFileError, convert_smpl
+    try:
+        path = convert_smpl(args.pkl, args.npz)
+    except (SMPLFileError, OSError) as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_convert_checkpoint(args) -> int:
+    from .checkpoint import CheckpointError, convert_checkpoint
+    try:
+        path = convert_checkpoint(args.src, args.dst)
+    except (CheckpointError, OSError) as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""2D pose-guided fitting and refinement of SMPL-format bodies.
+
+GenHMR's "2D pose-guided refinement" (seed 001, inference stage 2) adapted to
+parameter space: the body's pose, shape and translation are optimised so that
+its projected COCO-17 keypoints match the detected 2D keypoints. Used
+
+* standalone when no network checkpoint is installed (initialised from a
+  relaxed mean pose, two facing hypotheses per person, the better one kept);
+* after the network (``refine=True``), initialised from and regularised
+  towards the network's estimate.
+
+Objective (per person, batched over people and hypotheses)::
+
+    E = E_2D + w_pose E_pose + w_limits E_limits + w_shape |betas|^2
+
+* ``E_2D``: confidence-weighted Geman-McClure robust reprojection error of the
+  17 COCO keypoints, residuals in units of the person's box size (so the
+  weights do not depend on image resolution); sigma is annealed from 0.5 to
+  0.1 box so that far-off limbs still get a gradient early on.
+* ``E_pose``: squared axis-angle distance to the prior mean (relaxed A-pose, or
+  the network's pose), weighted per joint: joints that the 17 keypoints do not
+  observe (spine, feet, hands, collars, head twist) are held strongly.
+* ``E_limits``: knees and elbows are hinges that only flex one way (SMPL
+  convention: knee flexion is +X, left elbow flexion -Y, right elbow +Y);
+  penalises hyper-extension and off-axis rotation.
+
+Only the 24 joints and 5 face vertices enter the objective, so each iteration
+is a 24-joint forward-kinematics chain (no full-mesh skinning): pose-corrective
+blend shapes are ignored for the 5 face vertices (< 1 cm).
+
+Camera: pinhole, OpenCV frame, focal length and principal point in px; the
+body's global rotation and translation are expressed in that frame.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from smplx.lbs import batch_rigid_transform
+
+from .camera import perspective_projection
+from .rotation import axis_angle_to_rotmat, rot6d_to_rotmat, rotmat_to_axis_angle, rotmat_to_rot6d
+
+# COCO-17 keypoint -> SMPL joint index (body keypoints); face keypoints come from vertices.
+COCO_TO_SMPL_JOINT = {5: 16, 6: 17, 7: 18, 8: 19, 9: 20, 10: 21, 11: 1, 12: 2, 13: 4, 14: 5, 15: 7, 16: 8}
+COCO_FACE = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")  # COCO indices 0..4
+KEYPOINT_WEIGHTS = np.array([0.5, 0.3, 0.3, 0.3, 0.3] + [1.0] * 12, np.float32)
+L_KNEE, R_KNEE, L_ELBOW, R_ELBOW = 4, 5, 18, 19
+
+
+@dataclass
+class FitConfig:
+    """Optimisation settings (defaults tuned on ``shared/photos/dev``)."""
+
+    iters_global: int = 40      # stage 1: global rotation + translation, torso keypoints
+    iters_full: int = 120       # stage 2: everything
+    lr_global: float = 0.05
+    lr_full: float = 0.03
+    min_confidence: float = 0.3  # keypoints below this are ignored
+    w_pose: float = 0.02
+    w_limits: float = 1.0
+    w_shape: float = 0.005
+    w_depth: float = 0.1        # stay near the initial depth (scale/depth ambiguity)
+    sigma_start: float = 0.5    # robust-loss scale, fraction of the box size
+    sigma_end: float = 0.1
+
+
+@dataclass
+class FitInit:
+    """Initial parameters (e.g. the network's): (P,3,3), (P,23,3,3), (P,10), (P,3)."""
+
+    global_orient: torch.Tensor
+    body_pose: torch.Tensor
+    betas: torch.Tensor
+    transl: torch.Tensor
+
+
+@dataclass
+class FitResult:
+    """Fitted parameters: global_orient (P,3,3), body_pose (P,23,3,3), betas (P,10),
+    transl (P,3) metres (OpenCV camera frame); reprojection_error (P,) mean px over
+    the keypoints used; hypothesis (P,) 0 = facing the camera, 1 = facing away."""
+
+    global_orient: torch.Tensor
+    body_pose: torch.Tensor
+    betas: torch.Tensor
+    transl: torch.Tensor
+    reprojection_error: torch.Tensor
+    hypothesis: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+
+
+class KeypointBody:
+    """Minimal differentiable body for fitting: 24 joints + 5 face vertices from betas and pose.
+
+    Built from a ``BodyModelData``'s arrays: v_template (V,3), shapedirs (V,3,S),
+    J_regressor (24,V), lbs_weights (V,24), parents (24,), face_vertex_ids.
+    """
+
+    def __init__(self, data, num_betas: int = 10):
+        J_reg = torch.as_tensor(np.asarray(data.J_regressor, np.float32))
+        v_t = torch.as_tensor(np.asarray(data.v_template, np.float32))
+        sd = torch.as_tensor(np.asarray(data.shapedirs, np.float32))[..., :num_betas]
+        self.J_template = J_reg @ v_t                                    # (24,3)
+        self.J_shapedirs = torch.einsum("jv,vcs->jcs", J_reg, sd)         # (24,3,S)
+        ids = [int(data.face_vertex_ids[k]) for k in COCO_FACE]
+        self.F_template = v_t[ids]                                        # (5,3)
+        self.F_shapedirs = sd[ids]                                        # (5,3,S)
+        self.F_weights = torch.as_tensor(np.asarray(data.lbs_weights, np.float32))[ids]  # (5,24)
+        self.parents = torch.as_tensor(np.asarray(data.parents, np.int64))
+        self.num_betas = num_betas
+
+    def rest_joints(self, betas: torch.Tensor) -> torch.Tensor:
+        """(B,S) betas -> (B,24,3) rest joints, body frame, metres."""
+        return self.J_template + torch.einsum("bs,jcs->bjc", betas, self.J_shapedirs)
+
+    def coco17(self, rotmats: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor) -> torch.Tensor:
+        """rotmats (B,24,3,3), betas (B,S), transl (B,3) -> (B,17,3) camera-frame keypoints."""
+        J = self.rest_joints(betas)
+        posed_J, A = batch_rigid_transform(rotmats, J, self.parents, dtype=rotmats.dtype)
+        Fv = self.F_template + torch.einsum("bs,fcs->bfc", betas, self.F_shapedirs)
+        T = torch.einsum("fj,bjmn->bfmn", self.F_weights, A)
+        face = (T[..., :3, :3] @ Fv[..., None])[..., 0] + T[..., :3, 3]
+        body = posed_J[:, [COCO_TO_SMPL_JOINT[i] for i in range(5, 17)]]
+        return torch.cat([face, body], 1) + transl[:, None]
+
+
+def relaxed_pose() -> torch.Tensor:
+    """(23,3) axis-angle prior mean: arms ~60 deg down from the T-pose, elbows slightly bent."""
+    pose = torch.zeros(24, 3)
+    pose[16, 2], pose[17, 2] = -1.1, 1.1       # shoulders: lower the arms
+    pose[18, 1], pose[19, 1] = -0.3, 0.3       # elbows: slight flexion
+    pose[4, 0] = pose[5, 0] = 0.1              # knees: slight flexion
+    return pose[1:]
+
+
+def joint_prior_weights() -> torch.Tensor:
+    """(23,) per-joint weights of the pose prior (unobserved joints held strongly)."""
+    w = torch.ones(24)
+    w[[3, 6, 9]] = 6.0        # spine
+    w[[12, 15]] = 4.0         # neck, head
+    w[[13, 14]] = 8.0         # collars
+    w[[10, 11, 22, 23]] = 20.0  # feet, hands
+    w[[7, 8, 20, 21]] = 8.0   # ankles, wrists: orientation not observed
+    return w[1:]
+
+
+def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_length: float,
+                     principal_point: tuple[float, float], init: FitInit | None = None,
+                     config: FitConfig | None = None) -> FitResult:
+    """Fit bodies to 2D keypoints, batched over people.
+
+    Args:
+        data: a ``BodyModelData`` (see :mod:`deforhmr_model.body`).
+        keypoints: (P,17,3) COCO-17 keypoints (x px, y px, confidence in [0,1]).
+        bboxes: (P,4) person boxes xyxy px (set the residual scale).
+        focal_length: px; principal_point: (cx, cy) px.
+        init: optional :class:`FitInit` (network estimate); None fits from a mean pose
+            with two facing hypotheses and keeps the better.
+        config: :class:`FitConfig`.
+    Returns:
+        :class:`FitResult` (float32, CPU).
+    Raises:
+        ValueError: on wrong shapes.
+    """
+    cfg = config or FitConfig()
+    kp = torch.as_tensor(np.asarray(keypoints), dtype=torch.float32)
+    box = torch.as_tensor(np.asarray(bboxes), dtype=torch.float32)
+    if kp.ndim != 3 or kp.shape[1:] != (17, 3):
+        raise ValueError(f"keypoints must be (P,17,3) COCO-17 (x, y, conf); got {tuple(kp.shape)}")
+    if box.shape != (kp.shape[0], 4):
+        raise ValueError(f"bboxes must be (P,4) xyxy px; got {tuple(box.shape)}")
+    P = kp.shape[0]
+    body = KeypointBody(data)
+    if P == 0:
+        z = torch.zeros
+        return FitResult(z(0, 3, 3), z(0, 23, 3, 3), z(0, 10), z(0, 3), z(0), z(0))
+    pp = torch.tensor(principal_point, dtype=torch.float32)
+    conf = kp[..., 2] * (kp[..., 2] >= cfg.min_confidence)
+    scale = (box[:, 2:] - box[:, :2]).max(-1).values.clamp(min=8.0)
+
+    with torch.enable_grad():
+        if init is None:
+            nh = 2
+            go, transl = _initial_global(body, kp, conf, scale, focal_length, pp)
+            pose0 = relaxed_pose().expand(P * nh, 23, 3).clone()
+            betas0 = torch.zeros(P * nh, body.num_betas)
+            rep = lambda t: t.repeat_interleave(nh, 0)  # noqa: E731
+            kp_h, conf_h, scale_h = rep(kp), rep(conf), rep(scale)
+        else:
+            nh = 1
+            go = init.global_orient.float().reshape(P, 3, 3)
+            transl = init.transl.float().reshape(P, 3)
+            pose0 = rotmat_to_axis_angle(init.body_pose.float().reshape(P, 23, 3, 3))
+            betas0 = init.betas.float().reshape(P, -1)[:, :body.num_betas]
+            kp_h, conf_h, scale_h = kp, conf, scale
+        params = _optimise(body, cfg, go, pose0, betas0, transl, kp_h, conf_h, scale_h,
+                           focal_length, pp, refine=init is not None)
+    go_f, pose_f, betas_f, transl_f, err, energy = params
+    hyp = torch.zeros(P, dtype=torch.long)
+    if nh > 1:
+        hyp = energy.view(P, nh).argmin(1)
+        pick = torch.arange(P) * nh + hyp
+        go_f, pose_f, betas_f, transl_f, err = (t[pick] for t in (go_f, pose_f, betas_f, transl_f, err))
+    return FitResult(go_f, axis_angle_to_rotmat(pose_f), betas_f, transl_f, err, hyp)
+
+
+def _optimise(body, cfg, go, pose0, betas0, transl0, kp, conf, scale, focal, pp, refine):
+    rot6d = rotmat_to_rot6d(go).clone().requires_grad_(True)
+    pose = pose0.clone().requires_grad_(True)
+    betas = betas0.clone().requires_grad_(True)
+    transl = transl0.clone().requires_grad_(True)
+    prior_mean = pose0.detach()
+    z0 = transl0[:, 2].detach()
+    wj = joint_prior_weights()
+    torso = torch.zeros(17)
+    torso[[5, 6, 11, 12]] = 1.0
+    kw = torch.as_tensor(KEYPOINT_WEIGHTS)
+
+    def energy(sigma, kp_weights, full):
+        R = torch.cat([rot6d_to_rotmat(rot6d)[:, None], axis_angle_to_rotmat(pose)], 1)
+        proj = perspective_projection(body.coco17(R, betas, transl), focal, pp)
+        r2 = (((proj - kp[..., :2]) / scale[:, None, None]) ** 2).sum(-1)
+        w = conf * kp_weights
+        rho = sigma ** 2 * r2 / (sigma ** 2 + r2)
+        e2d = (w * rho).sum(-1) / w.sum(-1).clamp(min=1e-6)
+        e = e2d + cfg.w_depth * 0.01 * ((transl[:, 2] - z0) / z0) ** 2
+        if full:
+            e = e + cfg.w_pose * (wj[:, None] * (pose - prior_mean) ** 2).sum((-1, -2)) * (0.1 if refine else 1.0)
+            e = e + cfg.w_limits * _limit_penalty(pose) + cfg.w_shape * (betas ** 2).sum(-1)
+        return e, proj
+
+    if not refine:
+        opt = torch.optim.Adam([rot6d, transl], lr=cfg.lr_global)
+        for _ in range(cfg.iters_global):
+            opt.zero_grad()
+            e, _ = energy(cfg.sigma_start, torso + 0.2 * kw * (torso == 0), False)
+            e.sum().backward()
+            opt.step()
+    opt = torch.optim.Adam([rot6d, pose, betas, transl], lr=cfg.lr_full)
+    n = cfg.iters_full
+    for i in range(n):
+        sigma = cfg.sigma_start * (cfg.sigma_end / cfg.sigma_start) ** min(1.0, i / (0.6 * n))
+        opt.zero_grad()
+        e, _ = energy(sigma if not refine else cfg.sigma_end, kw, True)
+        e.sum().backward()
+        opt.step()
+    with torch.no_grad():
+        e, proj = energy(cfg.sigma_end, kw, True)
+        used = (conf > 0).float()
+        err_px = ((proj - kp[..., :2]).norm(dim=-1) * used).sum(-1) / used.sum(-1).clamp(min=1)
+    return (rot6d_to_rotmat(rot6d.detach()), pose.detach(), betas.detach(), transl.detach(), err_px, e)
+
+
+def _limit_penalty(pose: torch.Tensor) -> torch.Tensor:
+    """(N,23,3) axis-angle -> (N,) hinge-joint penalty (knees, elbows; SMPL axes)."""
+    aa = torch.cat([torch.zeros_like(pose[:, :1]), pose], 1)  # index by SMPL joint id
+    relu = torch.nn.functional.relu
+    knees = aa[:, [L_KNEE, R_KNEE]]
+    e = (relu(-knees[..., 0]) ** 2).sum(-1) + 0.5 * (knees[..., 1:] ** 2).sum((-1, -2))
+    le, re = aa[:, L_ELBOW], aa[:, R_ELBOW]
+    e = e + relu(le[:, 1]) ** 2 + relu(-re[:, 1]) ** 2
+    e = e + 0.3 * (le[:, 2] ** 2 + re[:, 2] ** 2) + 0.1 * (le[:, 0] ** 2 + re[:, 0] ** 2)
+    return e
+
+
+def _initial_global(body: KeypointBody, kp, conf, scale, focal, pp):
+    """Two global-rotation hypotheses per person (facing the camera / away), rolled to the
+    2D torso direction, and a translation from limb lengths (depth) and the mid-hip.
+
+    Returns go (2P,3,3), transl (2P,3) interleaved per person.
+    """
+    P = kp.shape[0]
+    rest = body.rest_joints(torch.zeros(1, body.num_betas))[0]          # (24,3)
+    xy, c = kp[..., :2], conf
+    # depth: foreshortening only shortens 2D segments, so the smallest estimate is the best
+    segs = [(5, 11, 16, 1), (6, 12, 17, 2), (11, 13, 1, 4), (12, 14, 2, 5), (13, 15, 4, 7), (14, 16, 5, 8)]
+    z = torch.full((P,), float("inf"))
+    for a, b, ja, jb in segs:
+        ok = (c[:, a] > 0.4) & (c[:, b] > 0.4)
+        l2 = (xy[:, a] - xy[:, b]).norm(dim=-1).clamp(min=1.0)
+        l3 = (rest[ja] - rest[jb]).norm()
+        z = torch.where(ok, torch.minimum(z, focal * l3 / l2), z)
+    height3d = float(rest[:, 1].max() - rest[:, 1].min()) + 0.25
+    z = torch.where(torch.isfinite(z), z, focal * height3d / scale).clamp(0.5, 200.0)
+    # 2D centre: mid-hip, else mean of confident keypoints
+    w = (c > 0).float()
+    centroid = (xy * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1)
+    hips_ok = (c[:, 11] > 0) & (c[:, 12] > 0)
+    mid_hip = (xy[:, 11] + xy[:, 12]) / 2
+    centre = torch.where(hips_ok[:, None], mid_hip, centroid)
+    X = (centre - pp) * z[:, None] / focal
+    transl = torch.cat([X, z[:, None]], -1) - rest[0]
+    # roll: image direction from mid-hip to mid-shoulder should be "up"
+    sh_ok = (c[:, 5] > 0) & (c[:, 6] > 0) & hips_ok
+    up = (xy[:, 5] + xy[:, 6]) / 2 - mid_hip
+    roll = torch.where(sh_ok, torch.atan2(up[:, 0], -up[:, 1]), torch.zeros(P))
+    Rz = axis_angle_to_rotmat(torch.stack([torch.zeros(P), torch.zeros(P), roll], -1))
+    facing = torch.diag(torch.tensor([1.0, -1.0, -1.0]))     # upright, facing the camera
+    away = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))       # upright, back to the camera
+    go = torch.stack([Rz @ facing, Rz @ away], 1).reshape(2 * P, 3, 3)
+    return go, transl.repeat_interleave(2, 0)

@@ -1,0 +1,249 @@
+"""The one result type of the pipeline and its versioned on-disk form.
+
+Every stage downstream of the network/fit (exporters, renderer, ComfyUI nodes,
+the Blender add-on, ``deforhmr`` itself) reads :class:`ImageResult`.
+
+Frames and units
+----------------
+* Lengths in metres, angles in radians, image coordinates in pixels with the
+  origin at the top-left corner of the top-left pixel.
+* Camera frame: OpenCV (x right, y down, z forward). A pinhole camera with
+  focal length ``focal_length`` (px) and principal point ``principal_point``
+  (px) and no rotation sees the people; ``u = f * X / Z + cx``.
+* Body frame (rest pose, ``rest_vertices``/``rest_joints``): SMPL's, Y up,
+  the body facing +Z, +X the body's left; T-pose with identity joint frames.
+* ``global_orient`` rotates the body frame into the camera frame about the root
+  joint; ``vertices = LBS(rest, pose) + transl`` are camera-frame coordinates.
+
+On disk (schema ``deforhmr.result`` version 1)
+----------------------------------------------
+``<stem>.npz`` holds every array below plus ``meta_json`` (a 0-d unicode
+array with the metadata JSON); ``<stem>.json`` is the same metadata as a
+readable sidecar. The npz alone is sufficient to rebuild the skinned bodies
+(the Blender add-on reads only it, with numpy). Arrays (P = people, V =
+vertices, F = faces, J = 24 joints):
+
+================  =============  ===================================================
+key               shape, dtype   meaning
+================  =============  ===================================================
+faces             (F, 3) int32   triangle vertex indices (counter-clockwise outside)
+lbs_weights       (V, J) f32     linear-blend-skinning weights, rows sum to 1
+parents           (J,) int32     kinematic tree, -1 for the root (pelvis)
+betas             (P, 10) f32    shape coefficients of the body model
+global_orient     (P, 3, 3) f32  root rotation, body frame -> camera frame
+body_pose         (P, 23, 3, 3)  parent-relative rotations of joints 1..23 (f32)
+global_orient_aa  (P, 3) f32     the same as axis-angle (radians)
+body_pose_aa      (P, 23, 3) f32 the same as axis-angle (radians)
+transl            (P, 3) f32     camera translation (metres), camera frame
+rest_vertices     (P, V, 3) f32  T-pose vertices with the person's betas, body frame
+rest_joints       (P, J, 3) f32  joints of the rest mesh, body frame
+vertices          (P, V, 3) f32  posed vertices, camera frame (translation applied)
+joints            (P, J, 3) f32  posed joints, camera frame (translation applied)
+joints_2d         (P, J, 2) f32  ``joints`` projected into the image (px)
+keypoints_2d      (P, 17, 3) f32 COCO-17 keypoints used (x px, y px, confidence)
+bbox              (P, 4) f32     person box x1, y1, x2, y2 (px)
+score             (P,) f32       detection score (1.0 for user boxes)
+person_index      (P,) int32     person id, stable across frames when tracked
+================  =============  ===================================================
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "deforhmr.result"
+SCHEMA_VERSION = 1
+
+PERSON_ARRAYS = (
+    "betas", "global_orient", "body_pose", "global_orient_aa", "body_pose_aa", "transl",
+    "rest_vertices", "rest_joints", "vertices", "joints", "joints_2d", "keypoints_2d",
+    "bbox", "score", "person_index",
+)
+BODY_ARRAYS = ("faces", "lbs_weights", "parents")
+
+
+class ResultFileError(ValueError):
+    """A result file is missing, unreadable, or not a deforhmr result of a known version."""
+
+
+@dataclass
+class PersonResult:
+    """One recovered person. Arrays are numpy, shapes as in the module table (no P axis)."""
+
+    betas: np.ndarray            # (10,) f32
+    global_orient: np.ndarray    # (3, 3) f32
+    body_pose: np.ndarray        # (23, 3, 3) f32
+    transl: np.ndarray           # (3,) f32 metres, camera frame
+    rest_vertices: np.ndarray    # (V, 3) f32 body frame
+    rest_joints: np.ndarray      # (24, 3) f32 body frame
+    vertices: np.ndarray         # (V, 3) f32 camera frame
+    joints: np.ndarray           # (24, 3) f32 camera frame
+    joints_2d: np.ndarray        # (24, 2) f32 px
+    keypoints_2d: np.ndarray     # (17, 3) f32 px + confidence
+    bbox: np.ndarray             # (4,) f32 xyxy px
+    score: float = 1.0
+    person_index: int = 0
+    method: str = "fit"          # "network:<variant>", "fit", "network:<variant>+refine"
+    extras: dict[str, Any] = field(default_factory=dict)  # JSON-able per-person info (losses...)
+
+    @property
+    def global_orient_aa(self) -> np.ndarray:
+        return _rotmat_to_aa(self.global_orient[None])[0]
+
+    @property
+    def body_pose_aa(self) -> np.ndarray:
+        return _rotmat_to_aa(self.body_pose)
+
+
+@dataclass
+class ImageResult:
+    """All people of one image plus the camera and the body model they were built with."""
+
+    people: list[PersonResult]
+    image_size: tuple[int, int]          # (width, height) px
+    focal_length: float                  # px, both axes
+    principal_point: tuple[float, float]  # (cx, cy) px
+    faces: np.ndarray                    # (F, 3) int32
+    lbs_weights: np.ndarray              # (V, 24) f32
+    parents: np.ndarray                  # (24,) int32, -1 root
+    joint_names: list[str]
+    body_model: dict[str, Any]           # {"id", "name", "license", ...}
+    image_path: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # {"name", "checkpoint"} or {}
+
+    def metadata(self) -> dict[str, Any]:
+        from . import __version__
+        W, H = self.image_size
+        return {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "created_by": f"deforhmr {__version__}",
+            "units": {"length": "metres", "angle": "radians", "image": "pixels"},
+            "image": {"path": self.image_path, "width": int(W), "height": int(H)},
+            "camera": {
+                "model": "pinhole", "frame": "opencv (x right, y down, z forward)",
+                "focal_length": [float(self.focal_length)] * 2,
+                "principal_point": [float(c) for c in self.principal_point],
+            },
+            "body_model": {**self.body_model, "num_vertices": int(self.lbs_weights.shape[0]),
+                           "num_joints": int(self.parents.shape[0]),
+                           "joint_names": list(self.joint_names),
+                           "parents": [int(p) for p in self.parents]},
+            "model": self.model,
+            "people": [
+                {"index": int(p.person_index), "method": p.method, "score": float(p.score),
+                 "bbox": [float(v) for v in p.bbox], "transl": [float(v) for v in p.transl],
+                 "betas": [float(v) for v in p.betas], **p.extras}
+                for p in self.people
+            ],
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {
+            "faces": self.faces.astype(np.int32),
+            "lbs_weights": self.lbs_weights.astype(np.float32),
+            "parents": self.parents.astype(np.int32),
+        }
+        V, J = self.lbs_weights.shape
+        empty = {"betas": (10,), "global_orient": (3, 3), "body_pose": (23, 3, 3),
+                 "global_orient_aa": (3,), "body_pose_aa": (23, 3), "transl": (3,),
+                 "rest_vertices": (V, 3), "rest_joints": (J, 3), "vertices": (V, 3),
+                 "joints": (J, 3), "joints_2d": (J, 2), "keypoints_2d": (17, 3), "bbox": (4,),
+                 "score": (), "person_index": ()}
+        for key in PERSON_ARRAYS:
+            vals = [np.asarray(getattr(p, key)) for p in self.people]
+            dtype = np.int32 if key == "person_index" else np.float32
+            out[key] = (np.stack(vals).astype(dtype) if vals
+                        else np.zeros((0, *empty[key]), dtype))
+        return out
+
+
+def save_result(result: ImageResult, stem: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``<stem>.npz`` and ``<stem>.json`` atomically (temporary file + rename).
+
+    Returns:
+        (npz_path, json_path).
+    Raises:
+        OSError: if the folder is not writable (nothing partial is left behind).
+    """
+    stem = Path(stem)
+    meta = result.metadata()
+    text = json.dumps(meta, indent=1)
+    npz_path, json_path = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+    arrays = result.arrays()
+    arrays["meta_json"] = np.array(text)
+    atomic_write(npz_path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(json_path, lambda f: f.write(text.encode()))
+    return npz_path, json_path
+
+
+def load_result(path: str | os.PathLike) -> ImageResult:
+    """Read a result written by :func:`save_result` (``.npz``; a ``.json`` path finds its npz).
+
+    Raises:
+        ResultFileError: missing file, not a result file, or an unknown schema version.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.with_suffix(".npz")
+    if not path.is_file():
+        raise ResultFileError(f"result file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(str(data.pop("meta_json")))
+    except Exception as e:  # zip/JSON/pickle errors all mean "not a result file"
+        raise ResultFileError(f"{path}: not a readable deforhmr result file ({e})") from None
+    if meta.get("schema") != SCHEMA or meta.get("version") != SCHEMA_VERSION:
+        raise ResultFileError(
+            f"{path}: schema {meta.get('schema')!r} version {meta.get('version')!r}; "
+            f"this reader understands {SCHEMA!r} version {SCHEMA_VERSION}")
+    missing = [k for k in (*BODY_ARRAYS, *PERSON_ARRAYS) if k not in data]
+    if missing:
+        raise ResultFileError(f"{path}: missing arrays {missing}")
+    people = []
+    for i, info in enumerate(meta["people"]):
+        known = {"index", "method", "score", "bbox", "transl", "betas"}
+        people.append(PersonResult(
+            **{k: data[k][i] for k in PERSON_ARRAYS
+               if k not in ("score", "person_index", "global_orient_aa", "body_pose_aa")},
+            score=float(data["score"][i]), person_index=int(data["person_index"][i]),
+            method=info.get("method", "unknown"),
+            extras={k: v for k, v in info.items() if k not in known}))
+    bm = {k: v for k, v in meta["body_model"].items()
+          if k not in ("num_vertices", "num_joints", "joint_names", "parents")}
+    cam = meta["camera"]
+    return ImageResult(
+        people=people, image_size=(meta["image"]["width"], meta["image"]["height"]),
+        focal_length=float(cam["focal_length"][0]), principal_point=tuple(cam["principal_point"]),
+        faces=data["faces"], lbs_weights=data["lbs_weights"], parents=data["parents"],
+        joint_names=meta["body_model"]["joint_names"], body_model=bm,
+        image_path=meta["image"]["path"], model=meta.get("model", {}))
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(fileobj)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
+
+    A failure leaves no partial file. Raises OSError when the folder is not writable.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _rotmat_to_aa(R: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+    return Rotation.from_matrix(R.reshape(-1, 3, 3)).as_rotvec().astype(np.float32).reshape(*R.shape[:-2], 3)
