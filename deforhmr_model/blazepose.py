@@ -25,7 +25,7 @@ the BlazePose paper (Bazarevsky et al. 2020, arXiv:2006.10204):
   layer and cell, anchor offset 0.5; consecutive layers of equal stride share one grid
   (28x28x2 + 14x14x2 + 7x7x6 = 2254).
 * Decoding: values / 224 + anchor centre; scores = sigmoid(clip(logit, -100, 100)).
-* Weighted NMS (IoU 0.3): overlapping boxes are averaged with score weights.
+* Weighted NMS: detections of one person are averaged with score weights.
 * ROI: centre = keypoint 0, side = 2 * |kp1 - kp0| * 1.25 (square, in pixels),
   rotation = 90 deg - atan2(-(y1 - y0), x1 - x0) (keypoint 1 straight above the hips
   means an upright body, rotation 0).
@@ -37,8 +37,9 @@ Deviations from MediaPipe, and why:
 * Images are read from a pyramid (halving with area averaging), so no bilinear
   resampling ever shrinks by more than 2x: MediaPipe samples video frames directly,
   which aliases badly on 24-megapixel photos.
-* Heatmap refinement uses cell centres ((col + 0.5) / 64) where MediaPipe uses the
-  cell corner (col / 64), a 2-pixel bias in crop space.
+* Weighted NMS groups detections whose mid-hip points and body extents agree, not
+  boxes with IoU > 0.3: in crowds the detector's boxes of neighbouring people overlap
+  and MediaPipe's rule averages two people into one ROI between them.
 * Frames are independent photos, so there is no tracking or smoothing; the
   landmark ROI can optionally be re-derived from the auxiliary points and the model
   run a second time (what MediaPipe's tracker does on the next frame).
@@ -56,7 +57,9 @@ LM_SIZE = 256
 NUM_BODY = 33
 NUM_RAW = 39
 ROI_SCALE = 1.25
-DET_NMS_IOU = 0.3
+AUX_HIP_CENTER, AUX_SCALE_POINT = 33, 34   # landmark model's alignment points
+MERGE_CENTER_TOL = 0.2
+MERGE_SIZE_RATIO = 1.5
 HEATMAP_KERNEL = 7
 HEATMAP_MIN_CONF = 0.5
 _ANCHOR_STRIDES = (8, 16, 32, 32, 32)
@@ -124,29 +127,22 @@ class ImagePyramid:
         return img, img.shape[1] / self.size[0], img.shape[0] / self.size[1]
 
     def letterbox(self, region: tuple[float, float, float, float], out: int) -> tuple[np.ndarray, np.ndarray]:
-        """Region (x0, y0, x1, y1) px resized to fit ``out`` x ``out`` (aspect kept, black pad).
+        """Region (x0, y0, x1, y1) px (may extend past the image) fitted into ``out`` x ``out``,
+        aspect kept, centred, black outside the image.
 
-        Returns the uint8 ``(out, out, 3)`` tile and a (2, 3) affine from tile coordinates to
-        image pixels (continuous).
+        Returns the uint8 ``(out, out, 3)`` tile and the (2, 3) affine from tile coordinates
+        to image pixels (continuous).
         """
         x0, y0, x1, y1 = region
-        img, sx, sy = self._level(max(x1 - x0, y1 - y0) / out)
-        i0, i1 = int(round(x0 * sx)), max(int(round(x1 * sx)), int(round(x0 * sx)) + 1)
-        j0, j1 = int(round(y0 * sy)), max(int(round(y1 * sy)), int(round(y0 * sy)) + 1)
-        crop = img[j0:j1, i0:i1]
-        k = out / max(crop.shape[0], crop.shape[1])
-        cw, ch = max(1, round(crop.shape[1] * k)), max(1, round(crop.shape[0] * k))
-        interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
-        small = cv2.resize(crop, (cw, ch), interpolation=interp)
-        px, py = (out - cw) // 2, (out - ch) // 2
-        tile = np.zeros((out, out, 3), np.uint8)
-        tile[py:py + ch, px:px + cw] = small
-        ax, ay = crop.shape[1] / (cw * sx), crop.shape[0] / (ch * sy)   # level-0 px per tile px
-        affine = np.array([[ax, 0.0, i0 / sx - px * ax], [0.0, ay, j0 / sy - py * ay]])
-        return tile, affine
+        k = max(x1 - x0, y1 - y0) / out                          # image px per tile px
+        ox = (x0 + x1) / 2 - k * out / 2
+        oy = (y0 + y1) / 2 - k * out / 2
+        affine = np.array([[k, 0.0, ox], [0.0, k, oy]])
+        return self.warp(affine, out, border=cv2.BORDER_CONSTANT), affine
 
-    def warp(self, crop_to_image: np.ndarray, out: int) -> np.ndarray:
-        """Sample an ``out`` x ``out`` crop through a (2, 3) crop->image affine (bilinear, replicated border)."""
+    def warp(self, crop_to_image: np.ndarray, out: int, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+        """Sample an ``out`` x ``out`` crop through a (2, 3) crop->image affine (continuous
+        coordinates), bilinear from the pyramid level that keeps shrinking below 2x."""
         lin = crop_to_image[:, :2]
         shrink = math.sqrt(abs(np.linalg.det(lin)))              # image px per crop px
         img, sx, sy = self._level(shrink)
@@ -156,24 +152,54 @@ class ImagePyramid:
         # index coordinates: src_idx = lin_l (dst_idx + 0.5) + t_l - 0.5
         m = np.concatenate([lin_l, (t_l + lin_l @ np.array([0.5, 0.5]) - 0.5)[:, None]], axis=1)
         return cv2.warpAffine(img, m, (out, out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+                              borderMode=border, borderValue=(0, 0, 0))
 
 
 # ----------------------------------------------------------------------------- detector decoding
 def ssd_anchors(size: int = DET_SIZE, strides: tuple[int, ...] = _ANCHOR_STRIDES,
                 anchors_per_layer: int = 2) -> np.ndarray:
     """Anchor centres ``(N, 2)`` f32 in [0, 1] (x, y), in the detector's output order."""
-    out, i = [], 0
+    return np.concatenate([np.repeat(grid, reps, axis=0)
+                           for grid, reps in _anchor_groups(size, strides, anchors_per_layer)]).astype(np.float32)
+
+
+def anchor_group_sizes(size: int = DET_SIZE, strides: tuple[int, ...] = _ANCHOR_STRIDES,
+                       anchors_per_layer: int = 2) -> list[int]:
+    """Anchors per output head (layers of equal stride form one head): [1568, 392, 294]."""
+    return [len(grid) * reps for grid, reps in _anchor_groups(size, strides, anchors_per_layer)]
+
+
+def _anchor_groups(size, strides, anchors_per_layer):
+    """(cell centres (n*n, 2) row-major, anchors per cell) for each run of equal strides."""
+    i = 0
     while i < len(strides):
         j = i
         while j < len(strides) and strides[j] == strides[i]:
             j += 1
         n = math.ceil(size / strides[i])
         ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
-        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)            # (n*n, 2), row-major
-        out.append(np.repeat(grid, anchors_per_layer * (j - i), axis=0))
+        yield np.stack([xs.ravel(), ys.ravel()], axis=1), anchors_per_layer * (j - i)
         i = j
-    return np.concatenate(out).astype(np.float32)
+
+
+def split_detector_outputs(outs: list[np.ndarray], batch: int, num_anchors: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Detector outputs of a batch to per-image raw boxes (B, N, 12) and score logits (B, N).
+
+    The graph flattens each head to (1, -1, C) before concatenating the heads, so a batch
+    of B comes out as [head 0 of images 0..B-1, head 1 of images 0..B-1, ...].
+    """
+    boxes = next(o for o in outs if o.shape[-1] == 12).reshape(-1, 12)
+    scores = next(o for o in outs if o.shape[-1] == 1).reshape(-1)
+    if batch == 1:
+        return boxes[None], scores[None]
+    sizes = anchor_group_sizes()
+    assert sum(sizes) == num_anchors and boxes.shape[0] == batch * num_anchors
+    starts = np.cumsum([0] + [batch * n for n in sizes])
+    def per_image(a):
+        heads = [a[s:s + batch * n].reshape(batch, n, *a.shape[1:]) for s, n in zip(starts, sizes)]
+        return np.concatenate(heads, axis=1)
+    return per_image(boxes), per_image(scores)
 
 
 def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray,
@@ -184,7 +210,7 @@ def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np
     Returns boxes (M, 4) xyxy, keypoints (M, 4, 2), scores (M,), all in input-tile pixels
     (0..size), for the M anchors with sigmoid score >= threshold.
     """
-    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.reshape(-1), -100.0, 100.0)))
+    scores = _sigmoid(np.clip(raw_scores.reshape(-1).astype(np.float64), -100.0, 100.0))
     keep = np.nonzero(scores >= threshold)[0]
     raw = raw_boxes[keep].astype(np.float64)
     ctr = anchors[keep].astype(np.float64) * size
@@ -205,55 +231,65 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
-                 iou_threshold: float = DET_NMS_IOU) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """MediaPipe's weighted NMS: each kept detection is the score-weighted mean of the
-    boxes/keypoints overlapping the best remaining one by more than ``iou_threshold``;
-    its score is the best one's. Returns (boxes, keypoints, scores) sorted by score desc.
+def weighted_merge(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
+                   center_tol: float = MERGE_CENTER_TOL, size_ratio: float = MERGE_SIZE_RATIO
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted non-maximum suppression of detector outputs, grouped by body ROI.
+
+    Greedy from the best score: the group of the best remaining detection is every
+    remaining detection whose mid-hip keypoint lies within ``center_tol`` x its ROI
+    extent (2 |kp1 - kp0|) and whose extent differs by less than ``size_ratio``; the
+    group becomes one detection, the score-weighted mean of its boxes and keypoints,
+    with the best score. boxes (N, 4), keypoints (N, 4, 2), scores (N,), any pixel frame.
+    Returns (boxes, keypoints, scores) sorted by score, highest first.
     """
     order = np.argsort(-scores, kind="stable")
-    iou = box_iou(boxes, boxes)
+    extent = 2.0 * np.linalg.norm(keypoints[:, 1] - keypoints[:, 0], axis=1) + 1e-6
+    remaining = order
     out_b, out_k, out_s = [], [], []
-    remaining = list(order)
-    while remaining:
+    while remaining.size:
         top = remaining[0]
-        group = [i for i in remaining if iou[top, i] > iou_threshold or i == top]
-        w = scores[group][:, None]
-        out_b.append((boxes[group] * w).sum(0) / w.sum())
-        out_k.append((keypoints[group] * w[:, :, None]).sum(0) / w.sum())
+        dist = np.linalg.norm(keypoints[remaining, 0] - keypoints[top, 0], axis=1)
+        ratio = np.maximum(extent[remaining] / extent[top], extent[top] / extent[remaining])
+        in_group = (dist < center_tol * extent[top]) & (ratio < size_ratio)
+        in_group[0] = True
+        group = remaining[in_group]
+        w = scores[group]
+        out_b.append(np.einsum("n,nc->c", w, boxes[group]) / w.sum())
+        out_k.append(np.einsum("n,nkc->kc", w, keypoints[group]) / w.sum())
         out_s.append(scores[top])
-        remaining = [i for i in remaining if i not in set(group)]
+        remaining = remaining[~in_group]
     if not out_s:
         return np.zeros((0, 4)), np.zeros((0, 4, 2)), np.zeros((0,))
     return np.stack(out_b), np.stack(out_k), np.asarray(out_s)
 
 
 # ----------------------------------------------------------------------------- landmark decoding
-def decode_landmarks(raw: np.ndarray, heatmaps: np.ndarray | None) -> np.ndarray:
-    """Landmark-model outputs to ``(N, 39, 4)``: u, v in [0, 1] crop units, visibility, presence.
+def decode_landmarks(raw: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
+    """Landmark-model outputs to ``(N, 39, 5)``: u, v in [0, 1] crop units, visibility,
+    presence, heatmap confidence (max sigmoid in the 7x7 heatmap window at the point).
 
     raw (N, 195) (x, y in crop pixels 0..256, z, visibility logit, presence logit per point);
-    heatmaps (N, 64, 64, 39) logits or None (no refinement).
+    heatmaps (N, 64, 64, 39) logits.
     """
     lm = raw.reshape(-1, NUM_RAW, 5).astype(np.float64)
-    uv = lm[..., :2] / LM_SIZE
-    if heatmaps is not None:
-        uv = refine_from_heatmaps(uv, heatmaps)
+    uv, conf = refine_from_heatmaps(lm[..., :2] / LM_SIZE, heatmaps)
     vis = _sigmoid(lm[..., 3])
     pres = _sigmoid(lm[..., 4])
-    return np.concatenate([uv, vis[..., None], pres[..., None]], axis=-1)
+    return np.concatenate([uv, vis[..., None], pres[..., None], conf[..., None]], axis=-1)
 
 
 def refine_from_heatmaps(uv: np.ndarray, heatmaps: np.ndarray, kernel: int = HEATMAP_KERNEL,
-                         min_conf: float = HEATMAP_MIN_CONF) -> np.ndarray:
-    """Replace each point by the sigmoid-weighted mean cell centre in a ``kernel`` window
+                         min_conf: float = HEATMAP_MIN_CONF) -> tuple[np.ndarray, np.ndarray]:
+    """Replace each point by the sigmoid-weighted mean cell position in a ``kernel`` window
     of its heatmap around it, when the window's max sigmoid >= ``min_conf``.
 
-    uv (N, K, 2) in [0, 1]; heatmaps (N, h, w, K) logits. Returns the refined (N, K, 2).
+    uv (N, K, 2) in [0, 1]; heatmaps (N, h, w, K) logits. Returns the refined uv (N, K, 2)
+    and each point's window max sigmoid (N, K) (0 for points outside the crop).
     """
     n, h, w, k = heatmaps.shape
     r = (kernel - 1) // 2
-    out = uv.copy()
+    out, peak = uv.copy(), np.zeros(uv.shape[:2])
     cols = np.floor(uv[..., 0] * w).astype(int)
     rows = np.floor(uv[..., 1] * h).astype(int)
     for b in range(n):
@@ -263,17 +299,38 @@ def refine_from_heatmaps(uv: np.ndarray, heatmaps: np.ndarray, kernel: int = HEA
                 continue
             r0, r1, c0, c1 = max(0, rr - r), min(h, rr + r + 1), max(0, c - r), min(w, c + r + 1)
             conf = _sigmoid(heatmaps[b, r0:r1, c0:c1, j].astype(np.float64))
-            total = conf.sum()
-            if conf.max() >= min_conf and total > 0:
+            total, peak[b, j] = conf.sum(), conf.max()
+            if peak[b, j] >= min_conf and total > 0:
                 yy, xx = np.mgrid[r0:r1, c0:c1]
-                out[b, j, 0] = ((xx + 0.5) * conf).sum() / total / w
-                out[b, j, 1] = ((yy + 0.5) * conf).sum() / total / h
-    return out
+                out[b, j, 0] = (xx * conf).sum() / total / w     # cell index / size, as MediaPipe
+                out[b, j, 1] = (yy * conf).sum() / total / h     # (cell centres measured worse)
+    return out, peak
 
 
 def landmarks_to_image(uv: np.ndarray, crop_to_image: np.ndarray) -> np.ndarray:
     """Crop units (K, 2) in [0, 1] to image pixels (K, 2) through a (2, 3) affine for a 1x1 crop."""
     return uv @ crop_to_image[:, :2].T + crop_to_image[:, 2]
+
+
+def mask_points(seg_logits: np.ndarray, crop_to_image: np.ndarray, step: int = 2) -> np.ndarray:
+    """Image pixels (M, 2) of the person mask: centres of the crop cells (every ``step``-th
+    row and column) whose segmentation logit is > 0 (probability > 0.5).
+
+    seg_logits (S, S) for a crop of side S; crop_to_image (2, 3) affine for that crop.
+    """
+    ys, xs = np.nonzero(seg_logits[::step, ::step] > 0)
+    cells = np.stack([xs, ys], axis=1) * step + 0.5 * step
+    return cells @ crop_to_image[:, :2].T + crop_to_image[:, 2]
+
+
+def split_landmark_outputs(outs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Landmark-model outputs by shape: raw landmarks (N, 195), pose flag (N, 1),
+    heatmaps (N, 64, 64, 39), segmentation logits (N, 256, 256)."""
+    raw = next(o for o in outs if o.ndim == 2 and o.shape[-1] == NUM_RAW * 5)
+    flag = next(o for o in outs if o.ndim == 2 and o.shape[-1] == 1)
+    heat = next(o for o in outs if o.ndim == 4 and o.shape[-1] == NUM_RAW)
+    seg = next(o for o in outs if o.ndim == 4 and o.shape[-1] == 1)
+    return raw, flag, heat, seg[..., 0]
 
 
 def _sigmoid(x):

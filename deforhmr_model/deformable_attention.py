@@ -116,13 +116,13 @@ class CrossAttention(nn.Module):
         b, _, h, w = context.shape
         tokens = context.flatten(2).transpose(1, 2)                    # (B, H*W, C), index h*W + w
         k, v = self.to_kv(tokens).chunk(2, dim=-1)
-        out, weights = attend(_heads(self.to_q(x), self.heads), _heads(k, self.heads),
-                              _heads(v, self.heads), None, need_weights)
+        out, weights = attend(split_heads(self.to_q(x), self.heads), split_heads(k, self.heads),
+                              split_heads(v, self.heads), None, need_weights)
         maps = None
         if need_weights:
             grid = reference_grid(h, w, context.device).expand(b, 1, h, w, 2)
             maps = AttentionMaps(positions=grid, weights=weights)
-        return self.to_out(_merge(out)), maps
+        return self.to_out(merge_heads(out)), maps
 
 
 class DeformableCrossAttention(nn.Module):
@@ -185,13 +185,13 @@ class DeformableCrossAttention(nn.Module):
                                 mode="bilinear", padding_mode="zeros", align_corners=False)
         keys = sampled.reshape(b, c, hk * wk).transpose(1, 2)          # (B, N, C), channels (g, C/G)
         k, v = self.to_kv(keys).chunk(2, dim=-1)
-        q = _heads(self.to_q(x), self.heads)                           # (B, heads, Q, dh)
+        q = split_heads(self.to_q(x), self.heads)                           # (B, heads, Q, dh)
         bias = self._rpe_bias(pos, b).to(q.dtype) if self.pe == "relative" else None
-        out, weights = attend(q, _heads(k, self.heads), _heads(v, self.heads), bias, need_weights)
+        out, weights = attend(q, split_heads(k, self.heads), split_heads(v, self.heads), bias, need_weights)
         maps = None
         if need_weights:
             maps = AttentionMaps(positions=pos.reshape(b, g, hk, wk, 2), weights=weights)
-        return self.to_out(_merge(out)), maps
+        return self.to_out(merge_heads(out)), maps
 
     def _rpe_bias(self, pos: torch.Tensor, b: int) -> torch.Tensor:
         """φ(Z_rpe, P): bias (B, heads, Q, N), head h read at group h // (heads/G)'s positions."""
@@ -212,13 +212,13 @@ class ChannelLayerNorm(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, L, heads*dh) -> (B, heads, L, dh), head-major channels."""
     b, n, d = t.shape
     return t.reshape(b, n, heads, d // heads).transpose(1, 2)
 
 
-def _merge(t: torch.Tensor) -> torch.Tensor:
+def merge_heads(t: torch.Tensor) -> torch.Tensor:
     """(B, heads, L, dh) -> (B, L, heads*dh)."""
     b, h, n, d = t.shape
     return t.transpose(1, 2).reshape(b, n, h * d)

@@ -180,6 +180,23 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
     conf = kp[..., 2] * (kp[..., 2] >= cfg.min_confidence)
     scale = (box[:, 2:] - box[:, :2]).max(-1).values.clamp(min=8.0)
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is several times faster than two
+    try:
+        params, nh = _run(body, cfg, kp, conf, scale, focal_length, pp, init)
+    finally:
+        torch.set_num_threads(threads)
+    go_f, pose_f, betas_f, transl_f, err, energy = params
+    hyp = torch.zeros(P, dtype=torch.long)
+    if nh > 1:
+        hyp = energy.view(P, nh).argmin(1)
+        pick = torch.arange(P) * nh + hyp
+        go_f, pose_f, betas_f, transl_f, err = (t[pick] for t in (go_f, pose_f, betas_f, transl_f, err))
+    return FitResult(go_f, axis_angle_to_rotmat(pose_f), betas_f, transl_f, err, hyp)
+
+
+def _run(body, cfg, kp, conf, scale, focal_length, pp, init):
+    P = kp.shape[0]
     with torch.enable_grad():
         if init is None:
             nh = 2
@@ -197,13 +214,7 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
             kp_h, conf_h, scale_h = kp, conf, scale
         params = _optimise(body, cfg, go, pose0, betas0, transl, kp_h, conf_h, scale_h,
                            focal_length, pp, refine=init is not None)
-    go_f, pose_f, betas_f, transl_f, err, energy = params
-    hyp = torch.zeros(P, dtype=torch.long)
-    if nh > 1:
-        hyp = energy.view(P, nh).argmin(1)
-        pick = torch.arange(P) * nh + hyp
-        go_f, pose_f, betas_f, transl_f, err = (t[pick] for t in (go_f, pose_f, betas_f, transl_f, err))
-    return FitResult(go_f, axis_angle_to_rotmat(pose_f), betas_f, transl_f, err, hyp)
+    return params, nh
 
 
 def _optimise(body, cfg, go, pose0, betas0, transl0, kp, conf, scale, focal, pp, refine):
@@ -224,7 +235,7 @@ def _optimise(body, cfg, go, pose0, betas0, transl0, kp, conf, scale, focal, pp,
         r2 = (((proj - kp[..., :2]) / scale[:, None, None]) ** 2).sum(-1)
         w = conf * kp_weights
         rho = sigma ** 2 * r2 / (sigma ** 2 + r2)
-        e2d = (w * rho).sum(-1) / w.sum(-1).clamp(min=1e-6)
+        e2d = 100.0 * (w * rho).sum(-1) / w.sum(-1).clamp(min=1e-6)  # residuals in units of box/10
         e = e2d + cfg.w_depth * 0.01 * ((transl[:, 2] - z0) / z0) ** 2
         if full:
             e = e + cfg.w_pose * (wj[:, None] * (pose - prior_mean) ** 2).sum((-1, -2)) * (0.1 if refine else 1.0)

@@ -314,45 +314,57 @@ def _triangle_setup(uv, z, F, W, H, near):
 
 def _rasterize(V: torch.Tensor, F: torch.Tensor, K: np.ndarray, W: int, H: int,
                near: float) -> torch.Tensor:
-    """Z-buffer: (H*W,) int64 keys = float32 bits of Z << 32 | face index (``_EMPTY_KEY`` empty)."""
+    """Z-buffer: (H*W,) int64 keys = float32 bits of Z << 32 | face index (``_EMPTY_KEY`` empty).
+
+    Triangles are grouped by their bbox size rounded up to powers of two (tw, th), so each
+    group is one dense (T, th, tw) tile tensor evaluated by broadcasting.
+    """
     dev = V.device
     key = torch.full((H * W,), _EMPTY_KEY, dtype=torch.int64, device=dev)
     if F.shape[0] == 0:
         return key
-    uv = _project(V, K)
-    face, x0, y0, bw, bh, coef = _triangle_setup(uv, V[:, 2], F, W, H, near)
-    n = bw * bh
-    ends = torch.cumsum(n, 0)
-    start_tri = 0
-    while start_tri < len(face):
-        base = int(ends[start_tri - 1]) if start_tri else 0
-        stop = int(torch.searchsorted(ends, torch.tensor(base + _CHUNK, device=dev), right=True))
-        stop = max(stop, start_tri + 1)
-        sl = slice(start_tri, stop)
-        _raster_chunk(key, face[sl], x0[sl], y0[sl], bw[sl], n[sl], coef[sl], W)
-        start_tri = stop
+    face, x0, y0, bw, bh, coef = _triangle_setup(_project(V, K), V[:, 2], F, W, H, near)
+    if len(face) == 0:
+        return key
+    lw = torch.ceil(torch.log2(bw.double())).long()
+    lh = torch.ceil(torch.log2(bh.double())).long()
+    group = lw * 64 + lh
+    order = torch.argsort(group)
+    groups, counts = torch.unique_consecutive(group[order], return_counts=True)
+    coefT = coef.T.contiguous()                              # (9, T)
+    start = 0
+    for g, cnt in zip(groups.tolist(), counts.tolist()):
+        tw, th = 1 << (g // 64), 1 << (g % 64)
+        step = max(1, _CHUNK // (tw * th))
+        for s in range(start, start + cnt, step):
+            sel = order[s:min(s + step, start + cnt)]
+            _raster_tiles(key, face[sel], x0[sel], y0[sel], coefT[:, sel], tw, th, W, H)
+        start += cnt
     return key
 
 
-def _raster_chunk(key, face, x0, y0, bw, n, coef, W):
-    """Scatter-min the candidates of one chunk of triangles into ``key`` (in place)."""
-    tri = torch.repeat_interleave(torch.arange(len(face), device=key.device), n)
-    first = torch.cumsum(n, 0) - n
-    k = torch.arange(tri.shape[0], device=key.device) - first[tri]
-    w = bw[tri]
-    dx, dy = k % w, k // w
-    c = coef[tri]                                           # (C, 9)
-    fx, fy = dx.float(), dy.float()
-    w0 = c[:, 0] * fx + c[:, 1] * fy + c[:, 2]
-    w1 = c[:, 3] * fx + c[:, 4] * fy + c[:, 5]
-    iz = c[:, 6] * fx + c[:, 7] * fy + c[:, 8]
-    eps = -1e-5
-    inside = (w0 >= eps) & (w1 >= eps) & (w0 + w1 <= 1 - eps) & (iz > 0)
-    idx = inside.nonzero().squeeze(1)
-    t = tri[idx]
-    pix = (y0[t] + dy[idx]) * W + x0[t] + dx[idx]
-    zbits = (1.0 / iz[idx]).view(torch.int32).to(torch.int64)
-    key.scatter_reduce_(0, pix, (zbits << 32) | face[t], reduce="amin")
+def _raster_tiles(key, face, x0, y0, c, tw, th, W, H):
+    """Scatter-min one group of triangles, each tested on a (th, tw) tile of pixels from its
+    bbox corner (x0, y0); ``c`` (9, T) are the :func:`_triangle_setup` coefficients."""
+    dev = key.device
+    dx = torch.arange(tw, device=dev, dtype=torch.float32)
+    dy = torch.arange(th, device=dev, dtype=torch.float32)[:, None]
+
+    def affine(i):                                           # (T, th, tw)
+        return c[i][:, None, None] * dx + (c[i + 1][:, None, None] * dy + c[i + 2][:, None, None])
+
+    w0, w1 = affine(0), affine(3)
+    eps = 1e-5
+    inside = (w0 >= -eps) & (w1 >= -eps) & ((w0 + w1) <= 1 + eps)
+    t, y, x = inside.nonzero().unbind(1)
+    px, py = x0[t] + x, y0[t] + y
+    ok = (px < W) & (py < H)                                 # tiles overhang the clipped bbox
+    t, x, y, px, py = t[ok], x[ok], y[ok], px[ok], py[ok]
+    iz = c[6][t] * x + c[7][t] * y + c[8][t]
+    good = iz > 0
+    zbits = (1.0 / iz).view(torch.int32).to(torch.int64)
+    k = (zbits << 32) | face[t]
+    key.scatter_reduce_(0, (py * W + px)[good], k[good], reduce="amin")
 
 
 # ----------------------------------------------------------------------------- shading

@@ -31,3 +31,18 @@ def photos() -> Path:
         pytest.fail(f"real photos not found at {PHOTOS}; put the shared/ folder beside the repository "
                     "or set DEFORHMR_SHARED")
     return PHOTOS
+
+
+def dev_photo_list(photos: Path) -> list[Path]:
+    """Every real dev photo: COCO, MPII, skates.png and the 4016x6016 pexels photo."""
+    return sorted((photos / "coco").glob("*.jpg")) + sorted((photos / "mpii").glob("*.jpg")) + [
+        photos / "skates.png", photos / "pexels-anete-lusina-4793258.jpg"]
+
+
+@pytest.fixture(scope="session")
+def dev_results(photos):
+    """The main job (no checkpoint: fit to BlazePose keypoints, open body unless SMPL is
+    installed) run once on every dev photo: {Path: ImageResult}."""
+    from deforhmr_model.pipeline import HMRPipeline
+    pipe = HMRPipeline()
+    return {p: pipe(p) for p in dev_photo_list(photos)}

@@ -1,0 +1,26 @@
+"""ComfyUI entry point of the DeforHMR node pack (this folder goes in ``ComfyUI/custom_nodes/``).
+
+Importing it is cheap (no torch, numpy or model files are touched: the node
+modules import the library when a node runs) and never needs an optional piece:
+
+* the library ``deforhmr_model`` ships beside this file; when it is not installed
+  as a package, this folder is appended to ``sys.path`` (at the end, so ComfyUI's
+  own top-level modules such as ``nodes`` keep precedence);
+* ``models/deforhmr`` (plus this pack's ``weights/``) and ``models/smpl`` are
+  registered with ComfyUI's ``folder_paths`` when it is there; a failure is logged,
+  never raised.
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parent)
+if importlib.util.find_spec("deforhmr_model") is None and _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+from .nodes.host import register_model_folders  # noqa: E402
+
+register_model_folders()
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,0 +1,280 @@
+"""Read and fully validate DeforHMR result files (numpy + stdlib only, no bpy).
+
+The schema is ``deforhmr.result`` version 1, defined in ``deforhmr_model/result.py``
+(npz arrays + ``meta_json``). Everything the builder needs is checked here, before a
+single Blender object exists: a file either yields complete :class:`ResultFrame` data
+or raises :class:`ResultReadError` with a one-line message meant for users.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = "deforhmr.result"
+SCHEMA_VERSION = 1
+NUM_JOINTS = 24
+BODY_ARRAYS = ("faces", "lbs_weights", "parents")
+PERSON_ARRAYS = (
+    "betas", "global_orient", "body_pose", "global_orient_aa", "body_pose_aa", "transl",
+    "rest_vertices", "rest_joints", "vertices", "joints", "joints_2d", "keypoints_2d",
+    "bbox", "score", "person_index",
+)
+# Shapes without the leading people axis; "V" = vertices, "J" = joints.
+_PERSON_SHAPES = {
+    "global_orient": (3, 3), "body_pose": (NUM_JOINTS - 1, 3, 3), "transl": (3,),
+    "rest_vertices": ("V", 3), "rest_joints": (NUM_JOINTS, 3), "joints": (NUM_JOINTS, 3),
+    "joints_2d": (NUM_JOINTS, 2), "betas": (None,), "score": (), "person_index": (),
+}
+_ROTATION_TOL = 1e-3
+
+
+class ResultReadError(Exception):
+    """A result file is missing, unreadable, malformed or of an unknown schema version."""
+
+
+@dataclass(frozen=True)
+class BodyData:
+    """The skinned body shared by all people of a file."""
+
+    faces: np.ndarray          # (F, 3) int64 vertex indices, counter-clockwise outside
+    lbs_weights: np.ndarray    # (V, 24) f32 skinning weights, rows sum to 1
+    parents: np.ndarray        # (24,) int64, -1 for the root, parents[j] < j
+    joint_names: tuple[str, ...]  # 24 SMPL joint names (bone and vertex-group names)
+
+
+@dataclass(frozen=True)
+class CameraData:
+    """The photo's pinhole camera (OpenCV frame, no rotation)."""
+
+    width: int                  # px
+    height: int                 # px
+    focal_length: float         # px
+    principal_point: tuple[float, float]  # (cx, cy) px
+    image_path: str | None      # the photo, resolved against the result's folder; None if absent
+
+
+@dataclass(frozen=True)
+class PersonData:
+    """One person; all arrays float64, metres/radians, frames as in ``result.py``."""
+
+    person_index: int
+    rest_vertices: np.ndarray   # (V, 3) T-pose vertices, body frame
+    rest_joints: np.ndarray     # (24, 3) T-pose joints, body frame
+    global_orient: np.ndarray   # (3, 3) body frame -> camera frame
+    body_pose: np.ndarray       # (23, 3, 3) parent-relative rotations of joints 1..23
+    transl: np.ndarray          # (3,) camera frame
+    joints: np.ndarray          # (24, 3) posed joints, camera frame
+    joints_2d: np.ndarray       # (24, 2) px
+    betas: np.ndarray           # (B,)
+    score: float
+    method: str
+
+
+@dataclass(frozen=True)
+class ResultFrame:
+    """One validated result file."""
+
+    path: str
+    body: BodyData
+    camera: CameraData
+    people: tuple[PersonData, ...]
+
+
+def read_result(path: str | os.PathLike) -> ResultFrame:
+    """Read and validate one ``<stem>.npz`` result (a ``.json`` sidecar path finds its npz).
+
+    Raises:
+        ResultReadError: missing/truncated file, wrong schema or version, missing arrays,
+            inconsistent shapes, non-finite values or invalid rotations.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        path = path.with_suffix(".npz")
+    name = path.name
+    if not path.is_file():
+        raise ResultReadError(f"{name}: file not found ({path})")
+    arrays, meta = _load_npz(path)
+    if meta.get("schema") != SCHEMA or meta.get("version") != SCHEMA_VERSION:
+        raise ResultReadError(
+            f"{name}: schema {meta.get('schema')!r} version {meta.get('version')!r} is not "
+            f"supported; this add-on reads {SCHEMA!r} version {SCHEMA_VERSION} "
+            "(update the add-on or re-export the result)")
+    missing = [k for k in (*BODY_ARRAYS, *PERSON_ARRAYS) if k not in arrays]
+    if missing:
+        raise ResultReadError(f"{name}: missing arrays {missing}; the file is incomplete")
+    try:
+        body = _body(arrays, meta)
+        camera = _camera(meta, path.parent)
+        people = _people(arrays, meta, num_vertices=body.lbs_weights.shape[0])
+    except KeyError as e:
+        raise ResultReadError(f"{name}: metadata field {e} is missing") from None
+    except (TypeError, ValueError, IndexError) as e:
+        raise ResultReadError(f"{name}: {e}") from None
+    return ResultFrame(path=str(path), body=body, camera=camera, people=people)
+
+
+def read_sequence(paths: list[str | os.PathLike]) -> list[ResultFrame]:
+    """Read per-frame results (an image sequence) in the given order; all must share one body.
+
+    Raises:
+        ResultReadError: any file is invalid, the bodies differ, or a ``person_index``
+            repeats within a frame (people are matched across frames by it).
+    """
+    if not paths:
+        raise ResultReadError("no result files (.npz) to import")
+    frames = [read_result(p) for p in paths]
+    first = frames[0].body
+    for fr in frames:
+        if (fr.body.faces.shape != first.faces.shape or fr.body.joint_names != first.joint_names
+                or not np.array_equal(fr.body.parents, first.parents)
+                or fr.body.lbs_weights.shape != first.lbs_weights.shape):
+            raise ResultReadError(f"{Path(fr.path).name}: body model differs from "
+                                  f"{Path(frames[0].path).name}; a sequence needs one body model")
+        ids = [p.person_index for p in fr.people]
+        if len(set(ids)) != len(ids):
+            raise ResultReadError(f"{Path(fr.path).name}: person_index values {ids} repeat; "
+                                  "people are matched across frames by person_index")
+    return frames
+
+
+def list_sequence(folder: str | os.PathLike) -> list[Path]:
+    """The ``*.npz`` files of ``folder`` in natural order (``f2`` before ``f10``).
+
+    Raises:
+        ResultReadError: the folder does not exist or holds no ``.npz`` file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ResultReadError(f"folder not found: {folder}")
+    files = [p for p in folder.iterdir() if p.suffix.lower() == ".npz" and p.is_file()]
+    if not files:
+        raise ResultReadError(f"{folder}: no result files (.npz) in this folder")
+    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t.lower()
+                                        for t in re.split(r"(\d+)", p.name)])
+
+
+def parse_people(text: str) -> frozenset[int] | None:
+    """``"all"``/empty -> None (everybody); ``"0, 2"`` -> {0, 2} (person_index values).
+
+    Raises:
+        ResultReadError: the text is neither ``all`` nor a comma list of integers >= 0.
+    """
+    text = (text or "").strip().lower()
+    if text in ("", "all", "*"):
+        return None
+    problem = f"people {text!r}: write 'all' or person indices like '0, 2'"
+    try:
+        ids = frozenset(int(t) for t in text.replace(";", ",").split(",") if t.strip())
+    except ValueError:
+        raise ResultReadError(problem) from None
+    if not ids or min(ids) < 0:
+        raise ResultReadError(problem)
+    return ids
+
+
+# --- loading --------------------------------------------------------------------------
+
+def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    name = path.name
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+        raise ResultReadError(f"{name}: not a readable result file, truncated or corrupt "
+                              f"({type(e).__name__}: {e})") from None
+    if "meta_json" not in arrays:
+        raise ResultReadError(f"{name}: no 'meta_json' entry; not a DeforHMR result file")
+    try:
+        meta = json.loads(str(arrays.pop("meta_json")))
+    except ValueError as e:
+        raise ResultReadError(f"{name}: metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ResultReadError(f"{name}: metadata is not a JSON object")
+    return arrays, meta
+
+
+def _body(arrays: dict, meta: dict) -> BodyData:
+    weights = _finite("lbs_weights", arrays["lbs_weights"])
+    if weights.ndim != 2 or weights.shape[1] != NUM_JOINTS or weights.shape[0] < 1:
+        raise ValueError(f"lbs_weights has shape {weights.shape}, expected (V, {NUM_JOINTS})")
+    if np.abs(weights.sum(1) - 1.0).max() > 1e-2 or weights.min() < -1e-4:
+        raise ValueError("lbs_weights rows must be non-negative and sum to 1")
+    faces = arrays["faces"]
+    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
+        raise ValueError(f"faces has shape {faces.shape} ({faces.dtype}), expected (F, 3) integers")
+    if faces.size and (faces.min() < 0 or faces.max() >= weights.shape[0]):
+        raise ValueError(f"faces index vertices outside 0..{weights.shape[0] - 1}")
+    parents = arrays["parents"].astype(np.int64)
+    if parents.shape != (NUM_JOINTS,) or parents[0] != -1 or any(
+            not 0 <= parents[j] < j for j in range(1, NUM_JOINTS)):
+        raise ValueError(f"parents must be ({NUM_JOINTS},) with parents[0] = -1 and "
+                         "0 <= parents[j] < j (SMPL's kinematic tree)")
+    names = tuple(meta["body_model"]["joint_names"])
+    if len(names) != NUM_JOINTS or len(set(names)) != NUM_JOINTS or not all(
+            isinstance(n, str) and n for n in names):
+        raise ValueError(f"body_model.joint_names must be {NUM_JOINTS} distinct names")
+    return BodyData(faces=faces.astype(np.int64), lbs_weights=weights.astype(np.float32),
+                    parents=parents, joint_names=names)
+
+
+def _camera(meta: dict, folder: Path) -> CameraData:
+    width, height = int(meta["image"]["width"]), int(meta["image"]["height"])
+    cam = meta["camera"]
+    focal = float(cam["focal_length"][0])
+    cx, cy = (float(c) for c in cam["principal_point"])
+    if width < 1 or height < 1 or not focal > 0 or not np.isfinite([focal, cx, cy]).all():
+        raise ValueError(f"invalid camera: image {width}x{height}, focal length {focal}")
+    image = meta["image"].get("path")
+    resolved = None
+    if isinstance(image, str) and image:
+        # An absolute path as written; a relative one (or a moved file) next to the result.
+        cands = [Path(image)] if Path(image).is_absolute() else [folder / image]
+        for cand in (*cands, folder / Path(image).name):
+            if cand.is_file():
+                resolved = str(cand.resolve())
+                break
+    return CameraData(width, height, focal, (cx, cy), resolved)
+
+
+def _people(arrays: dict, meta: dict, num_vertices: int) -> tuple[PersonData, ...]:
+    count = arrays["person_index"].shape[0] if arrays["person_index"].ndim == 1 else -1
+    if count < 0:
+        raise ValueError(f"person_index has shape {arrays['person_index'].shape}, expected (P,)")
+    for key, shape in _PERSON_SHAPES.items():
+        want = tuple(num_vertices if s == "V" else s for s in shape)
+        got = arrays[key].shape
+        if got[:1] != (count,) or len(got) != len(want) + 1 or any(
+                w is not None and w != g for w, g in zip(want, got[1:])):
+            raise ValueError(f"{key} has shape {got}, expected {(count, *want)} "
+                             f"(P = {count} people, V = {num_vertices} vertices)")
+        _finite(key, arrays[key])
+    rots = np.concatenate([arrays["global_orient"][:, None], arrays["body_pose"]], 1)
+    rots = rots.astype(np.float64).reshape(-1, 3, 3)
+    ortho = np.abs(rots @ rots.transpose(0, 2, 1) - np.eye(3)).max(initial=0.0)
+    det = np.abs(np.linalg.det(rots) - 1).max(initial=0.0)
+    if ortho > _ROTATION_TOL or det > _ROTATION_TOL:
+        raise ValueError("global_orient/body_pose are not rotation matrices")
+    infos = meta.get("people") if isinstance(meta.get("people"), list) else []
+    infos = [info if isinstance(info, dict) else {} for info in infos]
+    infos += [{}] * (count - len(infos))
+    f64 = lambda key, i: arrays[key][i].astype(np.float64)  # noqa: E731
+    return tuple(PersonData(
+        person_index=int(arrays["person_index"][i]),
+        rest_vertices=f64("rest_vertices", i), rest_joints=f64("rest_joints", i),
+        global_orient=f64("global_orient", i), body_pose=f64("body_pose", i),
+        transl=f64("transl", i), joints=f64("joints", i), joints_2d=f64("joints_2d", i),
+        betas=f64("betas", i), score=float(arrays["score"][i]),
+        method=str(infos[i].get("method", "unknown")),
+    ) for i in range(count))
+
+
+def _finite(key: str, array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+        raise ValueError(f"{key} holds non-finite or non-numeric values")
+    return array

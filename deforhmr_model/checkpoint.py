@@ -1,0 +1,396 @@
+"""Model files: DeforHMR safetensors checkpoints and importers for HMR 2.0 / ViTPose files.
+
+* ``save_checkpoint(model, path)``: safetensors, every ``state_dict`` tensor under its own key
+  (``backbone.*``, ``smpl_head.*``), metadata ``{"format": "pt", "deforhmr_format": "1",
+  "config": <ModelConfig JSON>}``; written to a temporary file and renamed (never partial).
+* ``load_model(name_or_path, device, dtype)``: rebuild from the stored config and load strictly.
+* ``import_hmr2_checkpoint(ckpt)``: the public HMR 2.0 Lightning ``.ckpt`` -> ``reg-s`` model
+  (``hmr2_reference.md`` §2.4, §8): keeps ``backbone.*`` and ``smpl_head.*`` (the mean-parameter
+  buffers included), drops ``smpl.*``, ``discriminator.*`` and ``initialized``; names map 1:1.
+* ``load_vitpose_backbone(model, pth)``: a ViTPose/mmpose ``.pth`` (``backbone.*`` kept with the
+  prefix stripped, ``keypoint_head.*`` and the rest dropped) or a bare backbone state dict (HMR 2.0's
+  ``vitpose_backbone.pth``); ViTPose+ MoE files get ``fc2`` concatenated with one expert (§1.4).
+* ``convert_checkpoint(src, dst)``: any of the above to a DeforHMR safetensors file (CLI).
+
+Pickled files are read with ``torch.load(weights_only=True)``. Non-tensor objects that such
+files carry besides the weights (a yacs ``CfgNode`` in HMR 2.0's ``hyper_parameters``, numpy
+scalars in mmcv ``meta``) are allow-listed as inert stand-ins that run no code (numpy's own
+reconstructors are used for numpy objects); nothing else is ever unpickled.
+
+A file that does not fit raises :class:`CheckpointError` listing missing / unexpected / mis-shaped
+keys (the first few and the counts) and what the file looks like (variant, backbone).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import tempfile
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .configs import BACKBONES, ModelConfig, make_config
+from .model import DeforHMR, build_from_config, build_model
+from .weights import require_file
+
+FORMAT_VERSION = "1"
+HMR2_DROPPED_PREFIXES = ("smpl.", "discriminator.")
+HMR2_DROPPED_KEYS = ("initialized",)
+_SHOW = 5   # keys listed per category in error messages
+
+
+class CheckpointError(ValueError):
+    """A model file is unreadable or does not match the model; the message says what it holds."""
+
+
+# ---------------------------------------------------------------------------- safetensors I/O
+
+def save_checkpoint(model: DeforHMR, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` (weights + config) to a safetensors file, atomically.
+
+    Args:
+        model: a :class:`DeforHMR`.
+        path: destination ``.safetensors`` path (its folder must exist).
+        dtype: optional floating dtype to store (e.g. ``torch.bfloat16``); default keeps the model's.
+    Returns:
+        The path written. Raises OSError if the folder is not writable.
+    """
+    path = Path(path)
+    tensors = {}
+    for key, t in model.state_dict().items():
+        t = t.detach().to("cpu")
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        t = t.contiguous()
+        if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()                          # a view of a larger storage: own its memory
+        tensors[key] = t
+    meta = {"format": "pt", "deforhmr_format": FORMAT_VERSION, "config": model.config.to_json()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_config(path: str | os.PathLike) -> ModelConfig:
+    """The :class:`ModelConfig` stored in a DeforHMR safetensors file; CheckpointError if absent."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:   # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    if "config" not in meta:
+        raise CheckpointError(f"{path} has no DeforHMR config in its metadata; it looks like "
+                              f"{describe_state_dict(shapes)}. Convert it with "
+                              f"'deforhmr convert-checkpoint' from its original file.")
+    try:
+        return ModelConfig.from_json(meta["config"])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> DeforHMR:
+    """Load a DeforHMR model in eval mode.
+
+    Args:
+        name_or_path: a file path (``.safetensors``; ``.ckpt`` = HMR 2.0 import), or a model name
+            looked up as ``<name>.safetensors`` in the weights folders (``weights.require_file``,
+            subfolders "" and "deforhmr").
+        device: target device. dtype: optional floating dtype (e.g. ``torch.bfloat16`` on GPU).
+    Raises:
+        MissingModelFileError: the name/path is not installed (message says where to put it).
+        CheckpointError: the file does not match its config or is not a model file.
+    """
+    path = _resolve(name_or_path)
+    if path.suffix == ".ckpt":
+        model = import_hmr2_checkpoint(path)
+    elif path.suffix in (".pth", ".pt"):
+        raise CheckpointError(f"{path} is a pickled torch file; ViTPose files hold only an encoder "
+                              f"(use load_vitpose_backbone or convert_checkpoint with a variant)")
+    else:
+        cfg = read_config(path)
+        model = build_from_config(cfg, device="meta")
+        load_state(model, _read_safetensors(path), source=str(path))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, each in its own (SIMD-aligned) CPU allocation, read one
+    at a time so peak memory stays near the model size."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k).clone() for k in f.keys()}
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.suffix or len(p.parts) > 1:
+        return require_file(str(p), subdirs=("", "deforhmr"))
+    return require_file(f"{p}.safetensors", subdirs=("", "deforhmr"))
+
+
+# ---------------------------------------------------------------------------- importers
+
+def import_hmr2_checkpoint(ckpt: str | os.PathLike) -> DeforHMR:
+    """HMR 2.0 ``.ckpt`` (e.g. ``epoch=35-step=1000000.ckpt``) -> ``reg-s`` :class:`DeforHMR` on CPU.
+
+    The backbone size is read from ``backbone.pos_embed`` and the block count (ViT-H for the
+    public file). Raises CheckpointError listing keys that do not fit.
+    """
+    raw = load_torch_file(ckpt)
+    sd = raw.get("state_dict", raw) if isinstance(raw, Mapping) else None
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{ckpt} holds no state_dict (got {type(raw).__name__})")
+    kept = {k: v for k, v in sd.items()
+            if not k.startswith(HMR2_DROPPED_PREFIXES) and k not in HMR2_DROPPED_KEYS}
+    shapes = _shapes(kept)
+    backbone = infer_backbone({k[len("backbone."):]: s for k, s in shapes.items() if k.startswith("backbone.")})
+    if backbone is None:
+        raise CheckpointError(f"{ckpt} is not an HMR 2.0 checkpoint: it looks like {describe_state_dict(shapes)}")
+    model = build_model("reg-s", backbone, device="meta")
+    load_state(model, kept, source=str(ckpt))
+    return model.eval()
+
+
+def load_vitpose_backbone(model: DeforHMR | torch.nn.Module, pth: str | os.PathLike, expert: int = 0):
+    """Load ViTPose encoder weights into ``model.backbone`` (or into a bare ViTEncoder); returns model.
+
+    Args:
+        pth: mmpose/ViTPose ``.pth`` (dict with ``state_dict``; keys ``backbone.*`` kept, heads
+            dropped) or a bare backbone state dict.
+        expert: ViTPose+ MoE expert concatenated to ``mlp.fc2`` (0 = COCO).
+    Raises:
+        CheckpointError: no backbone keys, or a backbone of another size (named in the message).
+    """
+    raw = load_torch_file(pth)
+    sd = raw.get("state_dict", raw) if isinstance(raw, Mapping) else None
+    if not isinstance(sd, Mapping):
+        raise CheckpointError(f"{pth} holds no state_dict (got {type(raw).__name__})")
+    if any(k.startswith("backbone.") for k in sd):
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    sd = merge_moe_experts(dict(sd), expert, source=str(pth))
+    target = model.backbone if isinstance(model, DeforHMR) else model
+    load_state(target, sd, source=str(pth))
+    return model
+
+
+def merge_moe_experts(sd: dict, expert: int, source: str = "state dict") -> dict:
+    """ViTPose+ (``hmr2_reference.md`` §1.4): ``mlp.fc2`` (C - P, hidden) + ``mlp.experts.{expert}``
+    (P, hidden) -> ``mlp.fc2`` (C, hidden), for weight and bias; other experts dropped."""
+    if not any(".mlp.experts." in k for k in sd):
+        return sd
+    out = {k: v for k, v in sd.items() if ".mlp.experts." not in k}
+    for key in [k for k in sd if k.endswith(".mlp.fc2.weight")]:
+        stem = key[: -len("fc2.weight")]
+        for kind in ("weight", "bias"):
+            ek = f"{stem}experts.{expert}.{kind}"
+            if ek not in sd:
+                raise CheckpointError(f"{source}: MoE expert {expert} missing ({ek})")
+            out[f"{stem}fc2.{kind}"] = torch.cat([sd[f"{stem}fc2.{kind}"], sd[ek]], dim=0)
+    return out
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, variant: str | None = None,
+                       backbone: str | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Convert a model file to a DeforHMR safetensors checkpoint (``deforhmr convert-checkpoint``).
+
+    * ``.ckpt`` (HMR 2.0) -> ``reg-s``;
+    * ``.pth``/``.pt`` (ViTPose) -> ``variant`` (required) with the ViTPose encoder and a freshly
+      initialised decoder (a starting point for training); the backbone size is read from the file;
+    * ``.safetensors`` -> re-saved (e.g. with another ``dtype``).
+
+    Returns the destination path. Raises CheckpointError / MissingModelFileError.
+    """
+    src = Path(src)
+    if not src.is_file():
+        require_file(str(src))                     # raises MissingModelFileError naming the path
+    if src.suffix in (".pth", ".pt"):
+        if variant is None:
+            raise CheckpointError(f"{src} holds only a ViTPose encoder; pass a variant (e.g. 'def-m') "
+                                  f"to build a model around it")
+        raw = load_torch_file(src)
+        sd = raw.get("state_dict", raw) if isinstance(raw, Mapping) else {}
+        bb = {k.removeprefix("backbone."): s for k, s in _shapes(sd).items()}
+        backbone = backbone or infer_backbone(bb)
+        if backbone is None:
+            raise CheckpointError(f"{src}: no ViTPose backbone recognised; it looks like {describe_state_dict(_shapes(sd))}")
+        model = load_vitpose_backbone(build_model(variant, backbone), src)
+    else:
+        model = load_model(src)
+    return save_checkpoint(model, dst, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------- strict loading
+
+def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``module`` strictly (all keys, same shapes); meta modules get the
+    tensors assigned (no copy). Raises CheckpointError with the differences and what the file
+    looks like."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    got = _shapes(state)
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    wrong = [f"{k} {got[k]} (model: {expected[k]})" for k in expected if k in got and got[k] != expected[k]]
+    if missing or unexpected or wrong:
+        wants = (f"{module.config.variant} on {module.config.backbone}" if isinstance(module, DeforHMR)
+                 else type(module).__name__)
+        parts = [f"{source} does not fit the model ({wants}): the file looks like "
+                 f"{describe_state_dict(got)}."]
+        for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong)):
+            if items:
+                more = f" ... (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+                parts.append(f"{len(items)} {name}: {', '.join(items[:_SHOW])}{more}.")
+        raise CheckpointError(" ".join(parts))
+    is_meta = any(t.is_meta for t in module.state_dict().values())
+    module.load_state_dict(dict(state), strict=True, assign=is_meta)
+
+
+def _shapes(state: Mapping) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+# ---------------------------------------------------------------------------- describing files
+
+def infer_backbone(shapes: Mapping[str, tuple]) -> str | None:
+    """Backbone name from un-prefixed ViT keys (``pos_embed`` width and block count), or None."""
+    if "pos_embed" not in shapes:
+        return None
+    embed = shapes["pos_embed"][-1]
+    depth = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
+    for name, size in BACKBONES.items():
+        if size["embed_dim"] == embed and size["depth"] == depth:
+            return name
+    return None
+
+
+def describe_state_dict(shapes: Mapping[str, tuple]) -> str:
+    """One line saying what a state dict (key -> shape) holds: variant, backbone, sizes."""
+    if any(k.startswith("keypoint_head.") for k in shapes):
+        bb = infer_backbone({k[9:]: s for k, s in shapes.items() if k.startswith("backbone.")})
+        return f"a ViTPose pose-estimation checkpoint (backbone {bb or 'unknown'} + keypoint_head), not a full model"
+    if "pos_embed" in shapes:
+        return f"a bare ViT backbone state dict ({_backbone_text(shapes)})"
+    bb = {k[9:]: s for k, s in shapes.items() if k.startswith("backbone.")}
+    backbone = _backbone_text(bb) if bb else "no backbone"
+    head = {k[10:]: s for k, s in shapes.items() if k.startswith("smpl_head.")}
+    if "transformer.pos_embedding" not in head:
+        extra = " (HMR 2.0 discriminator/SMPL keys only)" if any(k.startswith(HMR2_DROPPED_PREFIXES) for k in shapes) else ""
+        return f"no DeforHMR/HMR 2.0 decoder{extra}; {backbone}"
+    _, q, d = head["transformer.pos_embedding"]
+    layers = {k.split(".")[3] for k in head if k.startswith("transformer.transformer.layers.")}
+    cross = "transformer.transformer.layers.0.1.fn."
+    deform = f"{cross}offset.0.weight" in head
+    name = ("def" if deform else "reg") + ("-m" if q == 25 else "-s")
+    details = [f"{q} query token{'s' if q != 1 else ''}", f"{'deformable' if deform else 'regular'} cross-attention"]
+    if deform:
+        groups = head[f"{cross}to_kv.weight"][1] // max(head[f"{cross}offset.0.weight"][0], 1)
+        pe = "relative" if f"{cross}rpe" in head else "absolute" if f"{cross}abs_pe" in head else "none"
+        details.append(f"{pe} PE")
+        if f"{cross}rpe" in head:
+            heads = head[f"{cross}rpe"][1]
+            details.append(f"{heads} heads / {groups} groups")
+            if (heads, groups) != (16, 8):
+                name += f"-h{heads}g{groups}o{{1,2}}"   # λo is not stored in the weights
+        if pe != "relative":
+            name += "-pe-" + ("abs" if pe == "absolute" else "none")
+    details.append(f"{len(layers)} decoder layers, D={d}")
+    return f"{name} ({', '.join(details)}) on {backbone}"
+
+
+def _backbone_text(shapes: Mapping[str, tuple]) -> str:
+    if "pos_embed" not in shapes:
+        return "an unrecognised backbone"
+    depth = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
+    name = infer_backbone(shapes) or "a ViT"
+    return f"{name} (embed {shapes['pos_embed'][-1]}, {depth} blocks)"
+
+
+# ---------------------------------------------------------------------------- weights-only torch.load
+
+def load_torch_file(path: str | os.PathLike):
+    """``torch.load(path, weights_only=True)`` (CPU, memory-mapped for zip files) with inert
+    stand-ins for the non-tensor globals the file names. Raises CheckpointError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        require_file(str(path))
+    names: list[str] = []
+    is_zip = zipfile.is_zipfile(path)
+    if is_zip:
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:   # unreadable archive: torch.load below reports it
+            names = []
+    last: Exception | None = None
+    for flavour in ("mapping", "object"):
+        allow = [(_numpy_global(n) or _inert_global(n, flavour), n) for n in names]
+        if any(n.startswith("numpy.") for n in names):
+            allow += _numpy_dtype_classes()
+        try:
+            with torch.serialization.safe_globals(allow):
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError, ValueError) as e:
+            last = e
+    lines = [ln.strip() for ln in str(last).splitlines() if ln.strip()]
+    key = [ln for ln in lines if "WeightsUnpickler error" in ln or "got <class" in ln or "Unsupported" in ln]
+    msg = " ".join(key[-2:] or lines[:1]) or type(last).__name__
+    raise CheckpointError(f"{path} could not be read as a weights-only torch file: {msg[:300]}")
+
+
+def _numpy_dtype_classes() -> list[tuple[type, str]]:
+    """numpy's concrete dtype classes (``np.dtype('f8')`` unpickles to ``Float64DType``)."""
+    import numpy.dtypes
+    return [(getattr(numpy.dtypes, n), f"numpy.dtypes.{n}") for n in dir(numpy.dtypes) if n.endswith("DType")]
+
+
+def _numpy_global(name: str):
+    """numpy's own (safe) reconstructors for numpy globals, else None."""
+    if not name.startswith("numpy."):
+        return None
+    module, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+class _InertMapping:
+    """Stand-in for a pickled class: becomes a plain OrderedDict (items and attributes kept)."""
+
+    def __new__(cls, *args, **kwargs):
+        return OrderedDict()
+
+
+class _InertObject:
+    """Stand-in for a pickled class/function: keeps its arguments and state, runs nothing."""
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.args, obj.state = args, None
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _inert_global(name: str, flavour: str) -> type:
+    base = _InertMapping if flavour == "mapping" else _InertObject
+    module, _, qual = name.rpartition(".")
+    return type(qual or name, (base,), {"__module__": module, "__qualname__": qual or name})

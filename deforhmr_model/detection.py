@@ -1,0 +1,366 @@
+"""Person detection and 2D body keypoints without downloads: BlazePose behind a small protocol.
+
+``BlazePoseDetector().detect(image)`` finds the people in an RGB photo and returns, per
+person, a body box, the 33 BlazePose landmarks and the COCO-17 keypoints picked from them
+(:class:`Detection`). ``keypoints_for_boxes(image, boxes)`` skips detection and runs the
+landmark model on user-given person boxes. Any object with the same ``detect`` method
+(:class:`PersonDetector`) can replace the BlazePose detector in the pipeline.
+
+How people are found (model details, and the MediaPipe graphs this follows, are in
+:mod:`deforhmr_model.blazepose`):
+
+1. **Detector passes.** The 224x224 BlazePose detector only finds people whose extent is
+   roughly 40-80% of its input. It runs on the whole image, letterboxed, and on
+   overlapping square tiles at the sizes :func:`tile_regions` chooses so that people down
+   to ``min_person`` x the image's short side are seen at a size it handles. Anchors
+   scoring >= ``threshold`` are merged per pass and across passes (weighted NMS by body
+   ROI, :func:`blazepose.weighted_merge`).
+2. **Landmarks.** Each merged detection gives a rotated square ROI (mid-hip centre, body
+   extent and rotation from the detector's alignment keypoints); the 256x256 landmark
+   model runs on all ROI crops in one batch.
+3. **Verification.** Tiles make the detector see limbs, wheels and folds as small or
+   upside-down "people". A detection is kept when the landmark model is confident about
+   its keypoints: ``quality`` (mean heatmap confidence of the body landmarks inside the
+   image) >= ``min_quality`` and pose presence >= 0.5.
+4. **Duplicates.** A person found twice (two passes, two ROIs) is kept once: detections
+   whose COCO keypoints nearly coincide, or whose boxes overlap with IoU > 0.8, are
+   duplicates; the higher score wins.
+
+Coordinates are image pixels, x right, y down, continuous (pixel i spans [i, i+1)).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from . import blazepose as bp
+
+# BlazePose landmark index of each COCO-17 keypoint (COCO order: nose, left/right eye,
+# left/right ear, shoulders, elbows, wrists, hips, knees, ankles).
+COCO_FROM_BLAZEPOSE = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+BOX_MARGIN = 0.04          # body box = landmark extent padded by this fraction of its longer side
+HEAD_TOP = 0.6             # head top = eyes + HEAD_TOP * (eyes - shoulders)
+MASK_REACH = 0.3           # mask pixels count up to this fraction of the landmark box beyond it
+MIN_MASK_POINTS = 20
+DEDUP_IOU = 0.8
+DEDUP_KEYPOINT_DIST = 0.1  # median COCO keypoint distance, in units of sqrt(box area)
+DET_BATCH = 8              # detector tiles per interpreter call
+MIN_PRESENCE = 0.1         # pose presence below this: nobody in the crop (MediaPipe uses 0.5, which drops
+                           # people overlapped by others; false detections score high anyway)
+
+
+@dataclass
+class Detection:
+    """One person (image pixels, x right, y down).
+
+    bbox: (4,) f32 x0, y0, x1, y1, body box from the landmarks, clipped to the image.
+    score: detector confidence in [0, 1] (from :meth:`BlazePoseDetector.keypoints_for_boxes`:
+        the landmark model's pose presence).
+    keypoints: (33, 3) f32 BlazePose landmarks (x px, y px, visibility in [0, 1]).
+    keypoints_coco: (17, 3) f32 COCO-17 keypoints (x px, y px, confidence in [0, 1]),
+        rows of ``keypoints`` picked by :data:`COCO_FROM_BLAZEPOSE`.
+    presence: landmark model's pose-presence probability in [0, 1].
+    quality: mean heatmap confidence in [0, 1] of the body landmarks inside the image.
+    roi: (4,) f32 centre x px, centre y px, side px, rotation (radians, clockwise) of the
+        landmark model's crop.
+    """
+
+    bbox: np.ndarray
+    score: float
+    keypoints: np.ndarray
+    keypoints_coco: np.ndarray
+    presence: float = 1.0
+    quality: float = 1.0
+    roi: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+
+
+@runtime_checkable
+class PersonDetector(Protocol):
+    """Finds people: ``detect(image (H, W, 3) uint8 RGB) -> list[Detection]``, highest score first."""
+
+    def detect(self, image: np.ndarray) -> list[Detection]: ...
+
+
+class BlazePoseDetector:
+    """Multi-person BlazePose (detector + landmark model, LiteRT on the CPU) with tiling.
+
+    Parameters
+    ----------
+    threshold : detector score threshold in [0, 1] (MediaPipe's default 0.5).
+    max_people : keep at most this many people (highest scores first); None keeps all.
+    num_threads : CPU threads of each LiteRT interpreter.
+    min_person : smallest person to look for, as a fraction of the image's short side
+        (person extent = longer side of the body box). Smaller values add tile levels:
+        0.3 -> about 7 detector passes on a 3:2 photo, 0.2 -> about 22 (see
+        :func:`tile_regions`); >= 1 runs the whole-image pass only.
+    tile_overlap : overlap of neighbouring tiles, fraction of the tile side.
+    min_quality : keep people whose keypoint quality is at least this (0 keeps all).
+    refine : run the landmark model a second time on the ROI from its own alignment
+        points (MediaPipe's tracking step; costs a second landmark pass).
+    detector_path, landmark_path : model files; default: ``pose_detection.tflite`` and
+        ``pose_landmark_full.tflite`` found by ``deforhmr_model.weights.require_file``.
+
+    The interpreters are created on first use, once per instance. A missing model file
+    raises ``deforhmr_model.weights.MissingModelFileError`` then.
+    """
+
+    def __init__(self, threshold: float = 0.5, max_people: int | None = None, *, num_threads: int = 2,
+                 min_person: float = 0.3, tile_overlap: float = 0.4, min_quality: float = 0.45,
+                 refine: bool = False, detector_path=None, landmark_path=None):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if max_people is not None and max_people < 1:
+            raise ValueError(f"max_people must be >= 1 or None, got {max_people}")
+        if not min_person > 0:
+            raise ValueError(f"min_person must be > 0 (a fraction of the image's short side), got {min_person}")
+        if not 0.0 <= tile_overlap < 1.0:
+            raise ValueError(f"tile_overlap must be in [0, 1), got {tile_overlap}")
+        self.threshold, self.max_people, self.num_threads = threshold, max_people, num_threads
+        self.min_person, self.tile_overlap = min_person, tile_overlap
+        self.min_quality, self.refine = min_quality, refine
+        self._paths = (detector_path, landmark_path)
+        self._det_model: bp.TfliteModel | None = None
+        self._lm_model: bp.TfliteModel | None = None
+        self._anchors = bp.ssd_anchors()
+
+    # ------------------------------------------------------------------ public
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """People in ``image`` ((H, W, 3) uint8 RGB), highest score first.
+
+        Raises ValueError for an image of the wrong type, shape or dtype.
+        """
+        pyr = bp.ImagePyramid(_check_image(image))
+        regions = [(0.0, 0.0, float(pyr.size[0]), float(pyr.size[1]))]
+        regions += tile_regions(*pyr.size, self.min_person, self.tile_overlap)
+        _, kps, scores = self._detect_regions(pyr, regions)
+        rois = [bp.roi_from_alignment(k[0], k[1]) for k in kps]
+        people = self._landmarks(pyr, rois, scores, self.refine)
+        people = [p for p in people if p.presence >= MIN_PRESENCE and p.quality >= self.min_quality]
+        people = dedup(people)
+        return people[: self.max_people] if self.max_people else people
+
+    def keypoints_for_boxes(self, image: np.ndarray, boxes) -> list[Detection]:
+        """Landmarks for user-given person boxes ((N, 4) or (4,) x0, y0, x1, y1 px): one
+        :class:`Detection` per box, in the boxes' order, none dropped.
+
+        The first ROI is the upright square around the box (side 1.25 x its longer side);
+        the landmark model then runs again on the ROI from its own alignment points.
+        ``score`` is the pose presence. Raises ValueError for a bad image or boxes.
+        """
+        pyr = bp.ImagePyramid(_check_image(image))
+        rois = [bp.roi_from_box(b) for b in _check_boxes(boxes)]
+        people = self._landmarks(pyr, rois, None, refine=True)
+        return people
+
+    # ------------------------------------------------------------------ parts
+    def _models(self) -> tuple[bp.TfliteModel, bp.TfliteModel]:
+        if self._det_model is None or self._lm_model is None:
+            from .weights import require_file
+            det = self._paths[0] or require_file("pose_detection.tflite")
+            lm = self._paths[1] or require_file("pose_landmark_full.tflite")
+            self._det_model = bp.TfliteModel(det, self.num_threads)
+            self._lm_model = bp.TfliteModel(lm, self.num_threads)
+        return self._det_model, self._lm_model
+
+    def _detect_regions(self, pyr: bp.ImagePyramid, regions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Detector on every region; merged boxes (M, 4), alignment keypoints (M, 4, 2), scores (M,), px."""
+        det, _ = self._models()
+        tiles, affines = zip(*(pyr.letterbox(r, bp.DET_SIZE) for r in regions))
+        raw_boxes, raw_scores = [], []
+        for i in range(0, len(tiles), DET_BATCH):
+            x = np.stack(tiles[i:i + DET_BATCH]).astype(np.float32) / 127.5 - 1.0
+            b, s = bp.split_detector_outputs(det.run(x), x.shape[0], self._anchors.shape[0])
+            raw_boxes += list(b)
+            raw_scores += list(s)
+        all_b, all_k, all_s = [], [], []
+        for rb, rs, affine in zip(raw_boxes, raw_scores, affines):
+            b, k, s = bp.decode_detections(rb, rs, self._anchors, self.threshold)
+            b, k, s = bp.weighted_merge(b, k, s)
+            all_b.append(_affine_boxes(b, affine))
+            all_k.append(k @ affine[:, :2].T + affine[:, 2])
+            all_s.append(s)
+        return bp.weighted_merge(np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s))
+
+    def _landmarks(self, pyr: bp.ImagePyramid, rois: list[bp.Roi], scores, refine: bool) -> list[Detection]:
+        """Landmark model on each ROI (batched), optionally once more on the refined ROIs."""
+        if not rois:
+            return []
+        lms, presence, masks = self._run_landmarks(pyr, rois)
+        if refine:
+            rois = [bp.roi_from_alignment(lm[bp.AUX_HIP_CENTER, :2], lm[bp.AUX_SCALE_POINT, :2]) for lm in lms]
+            lms, presence, masks = self._run_landmarks(pyr, rois)
+        people = []
+        for i, roi in enumerate(rois):
+            score = float(scores[i]) if scores is not None else float(presence[i])
+            people.append(_make_detection(lms[i], masks[i], score, float(presence[i]), roi, pyr.size))
+        if scores is not None:
+            people.sort(key=lambda d: -d.score)
+        return people
+
+    def _run_landmarks(self, pyr: bp.ImagePyramid, rois: list[bp.Roi]):
+        """Landmarks (N, 39, 5) (x px, y px, visibility, presence, heatmap confidence),
+        pose presence (N,) and, per ROI, the person-mask pixels (M, 2) px."""
+        _, lm_model = self._models()
+        affines = [roi.crop_to_image(bp.LM_SIZE) for roi in rois]
+        crops = np.stack([pyr.warp(a, bp.LM_SIZE) for a in affines]).astype(np.float32) / 255.0
+        raw, flag, heat, seg = bp.split_landmark_outputs(lm_model.run(crops))
+        out = bp.decode_landmarks(raw, heat)                       # u, v in crop units [0, 1]
+        masks = []
+        for i, roi in enumerate(rois):
+            out[i, :, :2] = bp.landmarks_to_image(out[i, :, :2], roi.crop_to_image(1))
+            masks.append(bp.mask_points(seg[i], affines[i]))
+        return out, flag.reshape(-1).astype(np.float64), masks     # the flag is a probability already
+
+
+def tile_regions(width: int, height: int, min_person: float = 0.3, overlap: float = 0.4,
+                 fit: tuple[float, float] = (1.25, 2.5)) -> list[tuple[float, float, float, float]]:
+    """Square tiles (x0, y0, x1, y1) px for the detector passes after the whole-image pass.
+
+    The detector finds a person reliably when the tile side is ``fit[0]``..``fit[1]`` times
+    the person's extent (measured on the dev photos; isolated people also beyond, people
+    in crowds not). The whole-image pass covers extents >= L / fit[1] (L = long side).
+    Levels of smaller tiles (side at most the short side S) extend the covered range
+    down to ``min_person * S``: the last level is as large as it can be while reaching
+    that size; the levels before it continue the covered range without a gap. Tiles of
+    a level overlap by ``overlap`` x side. Returns [] when the whole image suffices.
+    """
+    big, small = max(width, height), min(width, height)
+    target = min_person * small
+    covered = big / fit[1]
+    regions: list[tuple[float, float, float, float]] = []
+    while covered > target * 1.05 and covered > 16:
+        last = target * fit[1] >= covered * fit[0]
+        side = min(float(small), target * fit[1] if last else covered * fit[0])
+        regions += _grid(width, height, side, overlap)
+        covered = side / fit[1]
+        if last:
+            break
+    return regions
+
+
+def dedup(people: list[Detection]) -> list[Detection]:
+    """Keep the first (best) of detections of the same person: box IoU > :data:`DEDUP_IOU`,
+    or median COCO-keypoint distance < :data:`DEDUP_KEYPOINT_DIST` x sqrt(box area)."""
+    kept: list[Detection] = []
+    for p in people:
+        if not any(_same_person(p, q) for q in kept):
+            kept.append(p)
+    return kept
+
+
+def keypoints_for_boxes(image: np.ndarray, boxes, detector: BlazePoseDetector | None = None) -> list[Detection]:
+    """:meth:`BlazePoseDetector.keypoints_for_boxes` on ``detector`` (default: one shared instance)."""
+    global _SHARED
+    if detector is None:
+        _SHARED = _SHARED or BlazePoseDetector()
+        detector = _SHARED
+    return detector.keypoints_for_boxes(image, boxes)
+
+
+_SHARED: BlazePoseDetector | None = None
+
+
+def body_box(keypoints: np.ndarray, mask_xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Body box (4,) f32 x0, y0, x1, y1 px, clipped to the image ``size`` = (W, H).
+
+    The landmark model's person mask gives the outline (COCO boxes are mask boxes too),
+    restricted to the landmark box (:func:`landmark_box`) grown by :data:`MASK_REACH` of
+    its longer side, so that the masks of touching neighbours do not leak in while limbs
+    the landmarks place wrongly still count. Fewer than :data:`MIN_MASK_POINTS` mask
+    points: the landmark box.
+
+    keypoints (33, >=2) px; mask_xy (M, 2) px (from ``blazepose.mask_points``).
+    """
+    lm_box = landmark_box(keypoints, size)
+    reach = MASK_REACH * float(max(lm_box[2:] - lm_box[:2]))
+    lo, hi = lm_box[:2] - reach, lm_box[2:] + reach
+    pts = mask_xy[np.all((mask_xy >= lo) & (mask_xy <= hi), axis=1)]
+    if len(pts) < MIN_MASK_POINTS:
+        return lm_box
+    box = np.concatenate([pts.min(0), pts.max(0)])
+    box[[0, 2]] = np.clip(box[[0, 2]], 0, size[0])
+    box[[1, 3]] = np.clip(box[[1, 3]], 0, size[1])
+    return box.astype(np.float32)
+
+
+def landmark_box(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Body box (4,) f32 x0, y0, x1, y1 px from the 33 BlazePose landmarks (33, >=2) px.
+
+    All landmarks count (occluded ones are predicted too, so the box covers the whole
+    body), plus an estimated head top: the eyes' midpoint moved away from the shoulders'
+    midpoint by :data:`HEAD_TOP` x their distance (adult proportions: eyes to crown is
+    about 0.6 x shoulders to eyes). The extent is padded by :data:`BOX_MARGIN` of its
+    longer side on each side, then clipped to the image ``size`` = (W, H).
+    """
+    pts = keypoints[:, :2].astype(np.float64)
+    eyes, shoulders = pts[[2, 5]].mean(0), pts[[11, 12]].mean(0)
+    pts = np.vstack([pts, eyes + HEAD_TOP * (eyes - shoulders)])
+    lo, hi = pts.min(0), pts.max(0)
+    pad = BOX_MARGIN * float(max(hi - lo))
+    box = np.array([lo[0] - pad, lo[1] - pad, hi[0] + pad, hi[1] + pad])
+    box[[0, 2]] = np.clip(box[[0, 2]], 0, size[0])
+    box[[1, 3]] = np.clip(box[[1, 3]], 0, size[1])
+    return box.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _make_detection(lm: np.ndarray, mask_xy: np.ndarray, score: float, presence: float, roi: bp.Roi,
+                    size) -> Detection:
+    body = lm[: bp.NUM_BODY]
+    kps = body[:, :3].astype(np.float32)
+    inside = (body[:, 0] >= 0) & (body[:, 0] < size[0]) & (body[:, 1] >= 0) & (body[:, 1] < size[1])
+    quality = float(body[inside, 4].mean()) if inside.any() else 0.0
+    return Detection(bbox=body_box(kps, mask_xy, size), score=score, keypoints=kps,
+                     keypoints_coco=kps[list(COCO_FROM_BLAZEPOSE)].copy(), presence=presence,
+                     quality=quality, roi=np.array([*roi.center, roi.size, roi.rotation], np.float32))
+
+
+def _grid(width: int, height: int, side: float, overlap: float) -> list[tuple[float, float, float, float]]:
+    stride = side * (1.0 - overlap)
+    xs = np.linspace(0.0, width - side, math.ceil(max(width - side, 0.0) / stride) + 1)
+    ys = np.linspace(0.0, height - side, math.ceil(max(height - side, 0.0) / stride) + 1)
+    return [(float(x), float(y), float(x) + side, float(y) + side) for y in ys for x in xs]
+
+
+def _same_person(a: Detection, b: Detection) -> bool:
+    if bp.box_iou(a.bbox[None], b.bbox[None])[0, 0] > DEDUP_IOU:
+        return True
+    scale = math.sqrt(max(_area(a.bbox), _area(b.bbox), 1.0))
+    dist = np.linalg.norm(a.keypoints_coco[:, :2] - b.keypoints_coco[:, :2], axis=1)
+    return float(np.median(dist)) < DEDUP_KEYPOINT_DIST * scale
+
+
+def _area(box) -> float:
+    return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
+
+
+def _affine_boxes(boxes: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """An axis-aligned (scale + offset) affine applied to xyxy boxes (N, 4)."""
+    out = boxes.copy()
+    out[:, [0, 2]] = boxes[:, [0, 2]] * affine[0, 0] + affine[0, 2]
+    out[:, [1, 3]] = boxes[:, [1, 3]] * affine[1, 1] + affine[1, 2]
+    return out
+
+
+def _check_image(image) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        desc = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}".strip()
+        raise ValueError(f"detection needs an (H, W, 3) uint8 RGB numpy image, got {desc}; "
+                         "convert it with deforhmr_model.image_io.load_image")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ValueError(f"image too small for detection: {image.shape[1]}x{image.shape[0]} px")
+    return np.ascontiguousarray(image)
+
+
+def _check_boxes(boxes) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim == 1 and b.size == 4:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4 or not np.isfinite(b).all():
+        raise ValueError(f"boxes must be (N, 4) finite x0, y0, x1, y1 pixels, got shape {b.shape}")
+    if (b[:, 2] <= b[:, 0]).any() or (b[:, 3] <= b[:, 1]).any():
+        raise ValueError("each box needs x1 > x0 and y1 > y0 (x0, y0, x1, y1 pixels, not x, y, w, h)")
+    return b

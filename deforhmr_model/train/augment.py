@@ -1,0 +1,183 @@
+"""Training crops and augmentation (HMR 2.0's recipe, ``hmr2_reference.md`` §3.2).
+
+Every training sample is cropped around its person box with HMR 2.0's rule
+(:mod:`deforhmr_model.crop`: 3:4 aspect expansion, square side ``bbox_size``)
+and warped straight to the network's 256x192 (H x W) input. The augmentation
+parameters are drawn per sample from a seeded ``numpy.random.Generator``
+(the trainer derives the seed from ``(run seed, epoch, sample)``, which makes
+epochs reproducible and resumable independently of data-loader workers):
+
+===============  ==============================================================
+scale            box size x (1 + clip(N(0,1), -1, 1) * 0.3)
+rotation         clip(N(0,1), -2, 2) * 30 degrees with probability 0.6, else 0
+translation      box centre + clip(N(0,1), -1, 1) * 0.02 * box size, per axis
+flip             horizontal, probability 0.5: image, keypoints mirrored and
+                 left/right swapped (:data:`~deforhmr_model.eval.joints.J24_FLIP`),
+                 SMPL pose left/right joints swapped and axis-angle (x, -y, -z)
+colour           each RGB channel x U(0.8, 1.2), clipped to [0, 255]
+===============  ==============================================================
+
+HMR 2.0's "extreme crop" augmentation (truncating boxes to the upper body etc.)
+is not implemented. The rotation turns the crop about its centre; 3D joints and
+the global orientation are rotated about the camera's optical axis by the same
+angle (the usual approximation: the crop centre is treated as the principal point).
+
+Keypoint frame after cropping (the loss frame, as HMR 2.0): normalised crop
+coordinates ``(p - (96, 128)) / 256`` where ``p`` is the pixel position in the
+256x192 crop, i.e. HMR 2.0's ``x / 256 - 0.5`` on its 256x256 square.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from ..crop import CROP_SIZE, CROP_WIDTH, IMAGE_MEAN, IMAGE_STD, crop_affine
+from ..eval.joints import J24_FLIP, SMPL24_FLIP
+
+CROP_CENTER = np.array([CROP_WIDTH / 2, CROP_SIZE / 2])   # (96, 128) px in the 256x192 crop
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """Augmentation strengths (HMR 2.0 defaults). ``enabled=False`` gives plain crops."""
+
+    enabled: bool = True
+    scale_factor: float = 0.3
+    rot_factor_deg: float = 30.0
+    rot_prob: float = 0.6
+    trans_factor: float = 0.02
+    flip_prob: float = 0.5
+    color_factor: float = 0.2
+
+
+@dataclass(frozen=True)
+class AugParams:
+    """One sample's augmentation: box scale factor, in-plane rotation (degrees,
+    counter-clockwise on screen), centre shift (fractions of the box size), flip,
+    per-channel colour factors."""
+
+    scale: float = 1.0
+    rot_deg: float = 0.0
+    shift: tuple[float, float] = (0.0, 0.0)
+    flip: bool = False
+    color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+def sample_aug(cfg: AugConfig, rng: np.random.Generator) -> AugParams:
+    """Draw :class:`AugParams` (always the same number of draws, so seeds stay aligned)."""
+    n = rng.standard_normal(4)
+    u = rng.random(2)
+    col = rng.uniform(1 - cfg.color_factor, 1 + cfg.color_factor, 3)
+    if not cfg.enabled:
+        return AugParams()
+    rot = float(np.clip(n[1], -2, 2) * cfg.rot_factor_deg) if u[0] < cfg.rot_prob else 0.0
+    return AugParams(scale=float(1 + np.clip(n[0], -1, 1) * cfg.scale_factor), rot_deg=rot,
+                     shift=(float(np.clip(n[2], -1, 1) * cfg.trans_factor),
+                            float(np.clip(n[3], -1, 1) * cfg.trans_factor)),
+                     flip=bool(u[1] < cfg.flip_prob), color=tuple(float(c) for c in col))
+
+
+def crop_matrix(center: np.ndarray, size: float, aug: AugParams = AugParams()) -> np.ndarray:
+    """(2, 3) affine: photo px -> 256x192 crop px, including the augmentation.
+
+    Built on :func:`deforhmr_model.crop.crop_affine` (the 256x256 square of HMR 2.0),
+    followed by rotation/flip about the crop centre and the 32-px column offset.
+    """
+    size_aug = size * aug.scale
+    center_aug = np.asarray(center, np.float64) + np.asarray(aug.shift) * size
+    square = np.vstack([crop_affine(center_aug, size_aug), [0.0, 0.0, 1.0]])
+    c, s = np.cos(np.radians(aug.rot_deg)), np.sin(np.radians(aug.rot_deg))
+    # screen counter-clockwise rotation in y-down pixel coordinates
+    rot = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    flip = np.diag([-1.0 if aug.flip else 1.0, 1.0, 1.0])
+    to_origin = np.array([[1.0, 0, -CROP_SIZE / 2], [0, 1.0, -CROP_SIZE / 2], [0, 0, 1.0]])
+    to_crop = np.array([[1.0, 0, CROP_CENTER[0]], [0, 1.0, CROP_CENTER[1]], [0, 0, 1.0]])
+    return (to_crop @ flip @ rot @ to_origin @ square)[:2]
+
+
+def camera_rotation(aug: AugParams) -> np.ndarray:
+    """(3, 3) rotation of camera-frame points matching the crop's in-plane rotation."""
+    c, s = np.cos(np.radians(aug.rot_deg)), np.sin(np.radians(aug.rot_deg))
+    return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def warp_image(image: np.ndarray, A: np.ndarray, aug: AugParams = AugParams()) -> np.ndarray:
+    """Warp an HxWx3 uint8 RGB photo with ``A`` to a (3, 256, 192) float32 network input
+    (colour augmentation, then ImageNet normalisation)."""
+    patch = cv2.warpAffine(image, A, (CROP_WIDTH, CROP_SIZE), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    x = patch.astype(np.float32)
+    if aug.color != (1.0, 1.0, 1.0):
+        x = np.clip(x * np.asarray(aug.color, np.float32), 0, 255)
+    x = (x / 255.0 - np.asarray(IMAGE_MEAN, np.float32)) / np.asarray(IMAGE_STD, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def transform_keypoints_2d(kp: np.ndarray, A: np.ndarray, flip: bool) -> np.ndarray:
+    """(K, 3) photo keypoints (x px, y px, conf) -> (K, 3) normalised crop coordinates + conf.
+
+    With ``flip`` the joints are also re-ordered left <-> right (J24 layout, K = 24).
+    """
+    xy = kp[:, :2] @ A[:, :2].T + A[:, 2]
+    out = np.concatenate([(xy - CROP_CENTER) / CROP_SIZE, kp[:, 2:3]], axis=1).astype(np.float32)
+    return out[list(J24_FLIP)] if flip else out
+
+
+def transform_keypoints_3d(kp: np.ndarray, aug: AugParams) -> np.ndarray:
+    """(K, 4) camera-frame joints (metres, conf) -> rotated/mirrored (K, 4) (J24 layout when flipped)."""
+    out = kp.astype(np.float32).copy()
+    out[:, :3] = kp[:, :3] @ camera_rotation(aug).T
+    if aug.flip:
+        out[:, 0] *= -1
+        out = out[list(J24_FLIP)]
+    return out
+
+
+def transform_pose(pose: np.ndarray, aug: AugParams) -> np.ndarray:
+    """(72,) SMPL axis-angle pose (global orient first, radians) under the crop's rotation/flip."""
+    p = pose.reshape(24, 3).astype(np.float64).copy()
+    if aug.rot_deg:
+        p[0] = (Rotation.from_matrix(camera_rotation(aug)) * Rotation.from_rotvec(p[0])).as_rotvec()
+    if aug.flip:
+        p = p[list(SMPL24_FLIP)]
+        p[:, 1:] *= -1
+    return p.reshape(72).astype(np.float32)
+
+
+@dataclass
+class CropSample:
+    """One network-ready training sample (numpy).
+
+    img (3, 256, 192) f32 normalised RGB | keypoints_2d (24, 3) normalised crop coords + conf |
+    keypoints_3d (24, 4) metres camera frame + conf | pose (72,) aa | betas (10,) |
+    has_smpl () f32 | has_betas () f32 | box_center (2,) px | box_size () px.
+    """
+
+    img: np.ndarray | None
+    keypoints_2d: np.ndarray
+    keypoints_3d: np.ndarray
+    pose: np.ndarray
+    betas: np.ndarray
+    has_smpl: float
+    has_betas: float
+    box_center: np.ndarray
+    box_size: float
+    extra: dict = field(default_factory=dict)
+
+
+def make_crop_sample(image: np.ndarray | None, center: np.ndarray, size: float,
+                     keypoints_2d: np.ndarray, keypoints_3d: np.ndarray, pose: np.ndarray,
+                     betas: np.ndarray, has_smpl: float, has_betas: float,
+                     aug: AugParams = AugParams()) -> CropSample:
+    """Crop and augment one person. ``image=None`` skips the pixels (labels only, for cached features)."""
+    A = crop_matrix(center, size, aug)
+    return CropSample(
+        img=None if image is None else warp_image(image, A, aug),
+        keypoints_2d=transform_keypoints_2d(keypoints_2d, A, aug.flip),
+        keypoints_3d=transform_keypoints_3d(keypoints_3d, aug),
+        pose=transform_pose(pose, aug), betas=betas.astype(np.float32),
+        has_smpl=float(has_smpl), has_betas=float(has_betas),
+        box_center=np.asarray(center, np.float32), box_size=float(size))

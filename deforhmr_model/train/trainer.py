@@ -1,0 +1,341 @@
+"""The training loop (DeforHMR §3.3, supplementary A): frozen encoder, AdamW, DDP, exact resume.
+
+Recipe defaults (paper): AdamW, lr 1e-4, weight decay 1e-3, global batch 200,
+100 epochs, 256x192 crops, losses of :mod:`.losses`. The paper trained on two
+GPUs with DDP; here any number of ranks (``torchrun``) and gradient
+accumulation (``accum``) reach the same global batch: each optimiser step sees
+exactly the same 200 samples, whatever the split (see :class:`.loader.BatchPlan`).
+
+Weight decay is applied to weight matrices/kernels only. Excluded, as in DAT
+(``no_weight_decay_keywords`` ``rpe_table``/``relative_position_bias_table``)
+and timm's optimiser factory (parameters with ndim <= 1): every bias and norm
+parameter, the deformable attention's relative-position tables (names
+containing ``rpe``) and position embeddings (names containing ``pos_embed``).
+The readout layers start at zero (:func:`zero_readout`; fresh models only) so
+training starts from the mean parameters. No learning-rate schedule and no gradient clipping (none stated in the paper;
+HMR 2.0 uses neither); ``grad_clip`` is available.
+
+Precision: bf16 autocast on CUDA (``bf16=True``), float32 on CPU; the body model and
+losses always run in float32.
+
+Checkpoints (``out_dir/checkpoints/step-XXXXXXXX/``): ``model.safetensors``
+(:func:`deforhmr_model.checkpoint.save_checkpoint`, config in the metadata),
+``train_state.pt`` (optimiser state, epoch, step in epoch, global step,
+config) and ``rng-rank<r>.pt`` (torch CPU/CUDA, numpy and Python RNG states of
+each rank). Both ``.pt`` files hold only tensors and plain values and are read
+back with ``torch.load(weights_only=True)``; ``out_dir/checkpoints/latest`` names the newest. Data order and
+augmentation are pure functions of (seed, epoch, index), so restoring those
+counters restores the sampler position exactly: resuming and taking one more
+step gives bit-identical parameters to never having stopped (tested on CPU).
+
+Logs: ``out_dir/log.jsonl`` (one JSON object per logged step: step, epoch, lr,
+loss, each unweighted term, samples/s; and validation records) plus a console
+line and a tqdm progress bar on rank 0.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import load_state, save_checkpoint
+from ..eval.metrics import mpjpe, pa_mpjpe
+from ..result import atomic_write
+from .augment import AugConfig
+from .distributed import DistInfo, all_reduce_mean, barrier
+from .loader import BatchPlan, FeatureCache, TrainDataset, fingerprint, make_loader
+from .losses import HMRLoss, LossWeights, mid_hip_align
+from .mixing import MixedSource
+
+TERMS = ("smpl_pose", "smpl_betas", "joints_3d", "joints_2d", "mesh")
+NO_DECAY_KEYWORDS = ("rpe", "relative_position", "pos_embed")
+
+
+@dataclass
+class TrainConfig:
+    """Run settings (paper defaults). ``max_steps`` stops early (tests, benchmarks)."""
+
+    out_dir: str = "runs/deforhmr"
+    epochs: int = 100
+    global_batch: int = 200
+    accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    seed: int = 0
+    aug: AugConfig = field(default_factory=AugConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    cache_features: bool = False
+    aug_variants: int = 1
+    cache_dir: str | None = None
+    workers: int = 0
+    bf16: bool = True
+    grad_clip: float | None = None
+    log_every: int = 10
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 3
+    val_every_epochs: int = 1
+    max_steps: int | None = None
+    progress: bool = True
+    zero_init_readout: bool = True
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decayed weights, and non-decayed biases/norms/RPE tables/position embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or any(k in name for k in NO_DECAY_KEYWORDS)
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def zero_readout(model: nn.Module) -> None:
+    """Zero the pose/shape/camera readout layers so the first prediction is exactly the mean
+    parameters (the IEF starting point, paper §3.2.1). Randomly initialised readouts give
+    random cameras, and a non-positive scale s puts the body behind the camera, where the
+    squared 2D error explodes. Deviation from HMR 2.0 (PyTorch default init); fresh models only."""
+    head = model.smpl_head
+    with torch.no_grad():
+        for layer in (head.decpose, head.decshape, head.deccam):
+            layer.weight.zero_()
+            layer.bias.zero_()
+
+
+class _Step(nn.Module):
+    """What DDP wraps: images -> model, or cached encoder features -> decoder only."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, features: bool):
+        return self.model.forward_head(x) if features else self.model(x)
+
+
+class Trainer:
+    """Train a DeforHMR model's decoder on a mixture of sources.
+
+    Args:
+        cfg: :class:`TrainConfig`.
+        model: a ``DeforHMR`` (encoder frozen by its config).
+        body: the body model used by the losses (``deforhmr_model.body.BodyModel``).
+        joints: its :class:`~deforhmr_model.eval.joints.J24Regressor`.
+        train_source: a :class:`~.mixing.MixedSource`.
+        val_source: optional held-out source (validated every ``val_every_epochs``).
+        dist: this process's :class:`~.distributed.DistInfo`.
+    Raises:
+        ValueError: the global batch does not split over ranks x accumulation.
+    """
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, body: nn.Module, joints: nn.Module,
+                 train_source: MixedSource, val_source: MixedSource | None = None,
+                 dist: DistInfo = DistInfo()):
+        self.cfg, self.dist, self.device = cfg, dist, dist.device
+        self.model = model.to(self.device)
+        self.loss = HMRLoss(body, joints, cfg.loss).to(self.device)
+        self.step_module = _Step(self.model)
+        if dist.world > 1:
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
+        else:
+            self.ddp = self.step_module
+        if cfg.zero_init_readout:
+            zero_readout(self.model)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        self.plan = BatchPlan(train_source, cfg.global_batch, dist.world, dist.rank, cfg.accum, cfg.seed)
+        self.features = None
+        if cfg.cache_features:
+            variants = cfg.aug_variants if cfg.aug.enabled else 1
+            grid = self.model.backbone.grid_size
+            self.features = FeatureCache(cfg.cache_dir or Path(cfg.out_dir) / "feature_cache", len(train_source),
+                                         variants, (self.model.backbone.embed_dim, *grid),
+                                         fingerprint(self.model, train_source, cfg.aug, cfg.seed, variants))
+        self.train_source, self.val_source = train_source, val_source
+        self.dataset = TrainDataset(train_source, cfg.aug, cfg.seed, self.features)
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        self.out = Path(cfg.out_dir)
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> dict:
+        """Train until ``epochs`` (or ``max_steps``); returns the last logged record."""
+        cfg = self.cfg
+        if self.features is not None and not self.features.ready:
+            image_ds = TrainDataset(self.train_source, cfg.aug, cfg.seed, None)
+            self.features.build(self.model, image_ds, self.device, rank=self.dist.rank,
+                                world=self.dist.world, barrier=barrier if self.dist.world > 1 else None,
+                                progress=cfg.progress)
+        last: dict = {}
+        while self.epoch < cfg.epochs and not self._done():
+            last = self._run_epoch() or last
+            if self.step_in_epoch >= self.plan.steps_per_epoch:
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                if self.val_source is not None and self.epoch % cfg.val_every_epochs == 0:
+                    self.log({"type": "val", "epoch": self.epoch, "step": self.global_step,
+                              **self.validate(self.val_source)})
+                self.save_checkpoint()
+        return last
+
+    def _done(self) -> bool:
+        return self.cfg.max_steps is not None and self.global_step >= self.cfg.max_steps
+
+    def _run_epoch(self) -> dict:
+        from tqdm import tqdm
+        cfg, A = self.cfg, self.cfg.accum
+        loader = make_loader(self.dataset, self.plan, self.epoch, self.step_in_epoch, cfg.workers,
+                             pin_memory=self.device.type == "cuda")
+        it = iter(loader)
+        bar = tqdm(total=self.plan.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
+                   disable=not (cfg.progress and self.dist.is_main), leave=False)
+        last: dict = {}
+        t0, n0 = time.perf_counter(), 0
+        while self.step_in_epoch < self.plan.steps_per_epoch and not self._done():
+            terms = self.train_step([next(it) for _ in range(A)])
+            self.step_in_epoch += 1
+            self.global_step += 1
+            n0 += cfg.global_batch
+            bar.update(1)
+            if self.global_step % cfg.log_every == 0 or self.step_in_epoch == self.plan.steps_per_epoch:
+                rate = n0 / max(time.perf_counter() - t0, 1e-9)
+                last = {"type": "train", "step": self.global_step, "epoch": self.epoch,
+                        "lr": self.optimizer.param_groups[0]["lr"], **terms, "samples_per_s": rate}
+                self.log(last)
+                bar.set_postfix(loss=f"{terms['loss']:.4f}")
+                t0, n0 = time.perf_counter(), 0
+            if cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        return last
+
+    def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
+        """One optimiser step over this rank's micro batches; returns rank-averaged loss terms."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        A = len(micro_batches)
+        acc = torch.zeros(len(TERMS) + 1, device=self.device)
+        use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
+        for a, batch in enumerate(micro_batches):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            sync = a == A - 1 or not isinstance(self.ddp, nn.parallel.DistributedDataParallel)
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                feats = "features" in batch
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    pred = self.ddp(batch["features"] if feats else batch["img"], feats)
+                out = self.loss(pred, batch)
+                (out.total / A).backward()
+            acc += torch.stack([out.total.detach(), *(out.terms[t].detach() for t in TERMS)]) / A
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        vals = all_reduce_mean(acc).tolist()
+        return dict(zip(("loss", *TERMS), vals))
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validate(self, source: MixedSource, batch_size: int = 64) -> dict[str, float]:
+        """MPJPE / PA-MPJPE (mm) of the J24 joints the regressor defines, mid-hip aligned,
+        over samples whose GT has all of them (no augmentation); rank 0 computes, others skip."""
+        if not self.dist.is_main:
+            return {}
+        self.model.eval()
+        ds = TrainDataset(source, AugConfig(enabled=False), self.cfg.seed)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+        sel = torch.nonzero(self.loss.joints.mask.cpu() > 0).flatten()
+        errs, pa = [], []
+        for batch in loader:
+            pred = self.model(batch["img"].to(self.device))
+            out = self.loss.body(pred.global_orient.float(), pred.body_pose.float(), pred.betas.float(), None)
+            j = mid_hip_align(self.loss.joints(out.vertices, out.joints)).cpu()[:, sel]
+            gt = batch["keypoints_3d"]
+            ok = (gt[:, sel, 3] > 0).all(1) & (gt[:, [2, 3], 3] > 0).all(1)
+            g = mid_hip_align(gt[..., :3])[:, sel]
+            errs.append(mpjpe(j[ok], g[ok]))
+            pa.append(pa_mpjpe(j[ok], g[ok]))
+        self.model.train()
+        e, p = torch.cat(errs), torch.cat(pa)
+        return {"mpjpe_mm": float(e.mean()) if len(e) else float("nan"),
+                "pa_mpjpe_mm": float(p.mean()) if len(p) else float("nan"), "samples": len(e)}
+
+    # ------------------------------------------------------------------ logging / checkpoints
+
+    def log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.cfg.progress:
+            from tqdm import tqdm
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+    def save_checkpoint(self) -> Path:
+        """Write the checkpoint folder for the current step (all ranks call this)."""
+        folder = self.out / "checkpoints" / f"step-{self.global_step:08d}"
+        if self.dist.is_main:
+            folder.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(self.model, folder / "model.safetensors")
+            state = {"optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
+                     "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+                     "world": self.dist.world, "config": _jsonable(asdict(self.cfg))}
+            atomic_write(folder / "train_state.pt", lambda f: torch.save(state, f))
+        barrier()
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+               "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        atomic_write(folder / f"rng-rank{self.dist.rank}.pt", lambda f: torch.save(rng, f))
+        barrier()
+        if self.dist.is_main:
+            atomic_write(self.out / "checkpoints" / "latest", lambda f: f.write(folder.name.encode()))
+            self._prune()
+        return folder
+
+    def _prune(self) -> None:
+        done = sorted(p for p in (self.out / "checkpoints").glob("step-*") if (p / "train_state.pt").is_file())
+        for old in done[:-max(self.cfg.keep_checkpoints, 1)]:
+            for f in old.iterdir():
+                f.unlink()
+            old.rmdir()
+
+    def resume(self, path: str | Path = "latest") -> None:
+        """Restore model, optimiser, counters and this rank's RNG states from a checkpoint folder
+        (or ``"latest"`` under ``out_dir``). Raises FileNotFoundError naming what is missing."""
+        from safetensors.torch import load_file
+        folder = Path(path)
+        if str(path) == "latest":
+            pointer = self.out / "checkpoints" / "latest"
+            if not pointer.is_file():
+                raise FileNotFoundError(f"no checkpoint to resume from: {pointer} does not exist")
+            folder = self.out / "checkpoints" / pointer.read_text().strip()
+        for name in ("model.safetensors", "train_state.pt"):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"checkpoint {folder} is incomplete: {name} missing")
+        load_state(self.model, load_file(str(folder / "model.safetensors")), source=str(folder))
+        self.model.to(self.device)
+        state = torch.load(folder / "train_state.pt", map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step_in_epoch, self.global_step = (state["epoch"], state["step_in_epoch"],
+                                                            state["global_step"])
+        rng_file = folder / f"rng-rank{self.dist.rank}.pt"
+        if rng_file.is_file():
+            rng = torch.load(rng_file, weights_only=True)
+            torch.set_rng_state(rng["torch"])
+            name, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            random.setstate(rng["python"])
+            if rng["cuda"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _jsonable(d):
+    return json.loads(json.dumps(d, default=str))

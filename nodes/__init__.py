@@ -1,0 +1,31 @@
+"""DeforHMR ComfyUI nodes: thin adapters over :mod:`deforhmr_model` (V1 node API).
+
+Importing this package is cheap: node classes only declare sockets; torch, numpy
+and the library are imported when a node runs. See ``nodes/README.md``.
+"""
+from __future__ import annotations
+
+from .detect import DetectPeople
+from .loader import LoadDeforHMRModel
+from .mesh import HumanMeshToMESH
+from .pose import KeypointsToPoseKeypoint
+from .recover import RecoverHumanMesh, RefineWith2DPose
+from .render import RenderHumanMesh
+from .save import SaveHumanMesh
+
+# node id -> (class, display name); ids are prefixed so they never collide with other packs.
+_NODES = {
+    "DeforHMRLoadModel": (LoadDeforHMRModel, "Load DeforHMR Model"),
+    "DeforHMRDetectPeople": (DetectPeople, "Detect People (DeforHMR)"),
+    "DeforHMRRecover": (RecoverHumanMesh, "Recover Human Mesh"),
+    "DeforHMRRefine": (RefineWith2DPose, "Refine with 2D Pose"),
+    "DeforHMRRender": (RenderHumanMesh, "Render Human Mesh"),
+    "DeforHMRSave": (SaveHumanMesh, "Save Human Mesh"),
+    "DeforHMRToMESH": (HumanMeshToMESH, "Human Mesh to MESH"),
+    "DeforHMRToPoseKeypoint": (KeypointsToPoseKeypoint, "Keypoints to POSE_KEYPOINT"),
+}
+
+NODE_CLASS_MAPPINGS = {k: cls for k, (cls, _) in _NODES.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {k: name for k, (_, name) in _NODES.items()}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

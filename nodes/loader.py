@@ -1,0 +1,116 @@
+"""Load DeforHMR Model: checkpoint + body model -> DEFORHMR_MODEL."""
+from __future__ import annotations
+
+from . import host
+from .handles import CATEGORY, MODEL
+
+NO_CHECKPOINT = "none (fit to keypoints)"
+BODY_AUTO = "auto (SMPL neutral if installed, else open body)"
+BODY_OPEN = "open body (shipped, Apache-2.0)"
+OPEN_BODY_FILE = "open_body.npz"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def checkpoint_choices() -> list[str]:
+    return [NO_CHECKPOINT, *host.list_model_files(host.CHECKPOINT_FOLDER, host.CHECKPOINT_EXTENSIONS)]
+
+
+def body_choices() -> list[str]:
+    files = [f for f in host.list_model_files(host.BODY_FOLDER, host.BODY_EXTENSIONS) if f != OPEN_BODY_FILE]
+    return [BODY_AUTO, BODY_OPEN, *files]
+
+
+def missing_file_message(name: str, folder: str) -> str | None:
+    """None when ``name`` is installed, else the library's "not found" message (file, folders, fix)."""
+    if host.resolve_model_file(name, folder) is not None:
+        return None
+    from deforhmr_model.weights import MissingModelFileError, require_file
+    try:
+        require_file(name)
+    except MissingModelFileError as e:
+        extra = ", ".join(str(p) for p in host.model_folders(folder))
+        return f"{e}" + (f" ComfyUI folders for '{folder}': {extra}." if extra else "")
+    return None
+
+
+class LoadDeforHMRModel:
+    """Build the recovery pipeline once; ComfyUI keeps it cached and can offload its network."""
+
+    DESCRIPTION = ("Loads a DeforHMR checkpoint from models/deforhmr (or the pack's weights/) and a body model "
+                   "from models/smpl. 'none' fits the body to the detected 2D keypoints instead of running a "
+                   "network; the open body (shipped) is used when no SMPL file is installed.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (checkpoint_choices(), {
+                "default": NO_CHECKPOINT,
+                "tooltip": "Network weights (.safetensors) in ComfyUI/models/deforhmr. 'none' needs no download: "
+                           "the body is fitted to the 2D keypoints."}),
+            "body_model": (body_choices(), {
+                "default": BODY_AUTO,
+                "tooltip": "SMPL files (.npz converted with `deforhmr convert-smpl`, or the official .pkl) go in "
+                           "ComfyUI/models/smpl. SMPL is licensed by MPI and never downloaded by this pack."}),
+            "device": (list(DEVICES), {"default": "auto", "tooltip": "auto = ComfyUI's device"}),
+            "precision": (list(PRECISIONS), {
+                "default": "auto",
+                "tooltip": "Weight precision. auto = fp32 weights, bf16 autocast on CUDA. fp16/bf16 need a GPU."}),
+        }}
+
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint, body_model, device, precision):
+        if device not in DEVICES:
+            return f"device must be one of {', '.join(DEVICES)}, got {device!r}"
+        if precision not in PRECISIONS:
+            return f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        if checkpoint != NO_CHECKPOINT:
+            msg = missing_file_message(checkpoint, host.CHECKPOINT_FOLDER)
+            if msg:
+                return msg
+        if body_model == BODY_OPEN:
+            return missing_file_message(OPEN_BODY_FILE, host.BODY_FOLDER) or True
+        if body_model != BODY_AUTO:
+            return missing_file_message(body_model, host.BODY_FOLDER) or True
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, checkpoint, body_model, device, precision):
+        # Reload when a chosen file is replaced on disk (same name, new content).
+        stamps = []
+        for name, folder in ((checkpoint, host.CHECKPOINT_FOLDER), (body_model, host.BODY_FOLDER)):
+            path = host.resolve_model_file(name, folder) if name not in (NO_CHECKPOINT, BODY_AUTO, BODY_OPEN) else None
+            stamps.append(path.stat().st_mtime if path is not None and path.exists() else name)
+        return f"{stamps}|{device}|{precision}"
+
+    def load(self, checkpoint, body_model, device="auto", precision="auto"):
+        import torch
+        from deforhmr_model.pipeline import HMRPipeline
+        from deforhmr_model.weights import require_file
+
+        host.sync_search_dirs()
+        dev = host.torch_device(device)
+        dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        if dtype is torch.float16 and dev.type == "cpu":
+            raise ValueError("precision fp16 needs a GPU (CPU kernels are missing for half precision); "
+                             "choose auto, fp32 or bf16")
+        model = None
+        if checkpoint != NO_CHECKPOINT:
+            model = host.resolve_model_file(checkpoint, host.CHECKPOINT_FOLDER) or require_file(checkpoint)
+        if body_model == BODY_AUTO:
+            body = None
+        elif body_model == BODY_OPEN:
+            body = require_file(OPEN_BODY_FILE)
+        else:
+            body = host.resolve_model_file(body_model, host.BODY_FOLDER) or require_file(body_model)
+        pipe = HMRPipeline(model=str(model) if model is not None else None,
+                           body=str(body) if body is not None else None, device=dev, dtype=dtype)
+        patcher = host.make_patcher(pipe.model, dev) if pipe.model is not None else None
+        label = f"{checkpoint if model is not None else 'fit'} + {pipe.body_data.name}"
+        from .handles import ModelHandle
+        return (ModelHandle(pipeline=pipe, patcher=patcher, device=dev, label=label),)

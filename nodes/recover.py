@@ -1,0 +1,94 @@
+"""Recover Human Mesh and Refine with 2D Pose: IMAGE + people -> DEFORHMR_RESULTS."""
+from __future__ import annotations
+
+from . import host
+from .handles import CATEGORY, MODEL, PEOPLE, RESULTS
+
+
+class RecoverHumanMesh:
+    """One SMPL-format body per detected person, per frame (network, or a fit to the keypoints)."""
+
+    DESCRIPTION = ("Recovers each person's 3D body (SMPL parameters, mesh, camera) in every frame. "
+                   "Without a people input the shipped BlazePose detector runs with default settings.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "From Load DeforHMR Model"}),
+                "image": ("IMAGE", {"tooltip": "The frames the people were detected in"}),
+                "frames_per_batch": ("INT", {"default": 4, "min": 1, "max": 256, "step": 1,
+                                             "tooltip": "Frames whose people go through the network together "
+                                                        "(more = faster on GPU, more memory)"}),
+            },
+            "optional": {
+                "people": (PEOPLE, {"tooltip": "From Detect People; one entry per frame of image"}),
+            },
+        }
+
+    RETURN_TYPES = (RESULTS,)
+    RETURN_NAMES = ("results",)
+    FUNCTION = "recover"
+    CATEGORY = CATEGORY
+
+    def recover(self, model, image, frames_per_batch=4, people=None):
+        from .convert import NodeInputError, image_to_frames
+
+        frames = image_to_frames(image)
+        if people is not None and len(people) != len(frames):
+            raise NodeInputError(
+                f"people has {len(people)} frame(s) but image has {len(frames)}; connect the same IMAGE "
+                "to Detect People and Recover Human Mesh")
+        if people is not None:
+            for i, (f, size) in enumerate(zip(frames, people.sizes)):
+                if tuple(size) != (f.shape[1], f.shape[0]):
+                    raise NodeInputError(
+                        f"frame {i}: people were detected on a {size[0]}x{size[1]} image but image is "
+                        f"{f.shape[1]}x{f.shape[0]}; connect the same IMAGE to both nodes")
+        pipe = model.ready()
+        pbar = host.progress_bar(len(frames))
+        results = []
+        step = int(frames_per_batch)
+        for start in range(0, len(frames), step):
+            host.check_interrupted()
+            chunk = frames[start:start + step]
+            dets = (people.frames[start:start + step] if people is not None
+                    else [pipe.detect(f) for f in chunk])
+            results.extend(pipe.recover(chunk, dets))
+            pbar.update(len(chunk))
+        return (results,)
+
+
+class RefineWith2DPose:
+    """Pull each recovered body towards its 2D keypoints (the paper's optional refinement)."""
+
+    DESCRIPTION = ("2D pose-guided refinement: optimises each person's pose, shape and translation so that "
+                   "the body's joints project onto the detected 2D keypoints, starting from the recovery.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL, {"tooltip": "The model that produced the results (its body model is used)"}),
+            "results": (RESULTS, {"tooltip": "From Recover Human Mesh"}),
+        }}
+
+    RETURN_TYPES = (RESULTS,)
+    RETURN_NAMES = ("results",)
+    FUNCTION = "refine"
+    CATEGORY = CATEGORY
+
+    def refine(self, model, results):
+        pipe = model.ready()
+        pbar = host.progress_bar(len(results))
+        out = []
+        for i, r in enumerate(results):
+            host.check_interrupted()
+            made_with = r.body_model.get("id")
+            if made_with is not None and made_with != pipe.body_data.id:
+                from .convert import NodeInputError
+                raise NodeInputError(
+                    f"results frame {i} was made with body model {made_with!r} but this model uses "
+                    f"{pipe.body_data.id!r}; connect the model that produced the results")
+            out.append(pipe.refine_result(r))
+            pbar.update(1)
+        return (out,)

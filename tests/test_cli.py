@@ -1,0 +1,95 @@
+"""The `deforhmr infer` command: outputs on a real photo and bad-input handling."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deforhmr_model.cli import main
+
+
+def _run(capsys, *args):
+    code = main(["infer", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _no_partial_files(folder):
+    leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not leftovers, f"temporary/partial files left behind: {leftovers}"
+
+
+def test_infer_writes_every_output(photos, tmp_path, capsys):
+    code, out, err = _run(capsys, photos / "coco" / "000000000785.jpg", "-o", tmp_path)
+    assert code == 0, err
+    names = sorted(p.name for p in tmp_path.iterdir())
+    for n in ("000000000785.npz", "000000000785.json", "000000000785.glb", "000000000785_overlay.png",
+              "000000000785_p0.obj"):
+        assert n in names, names
+    overlay = np.asarray(Image.open(tmp_path / "000000000785_overlay.png"))
+    photo = np.asarray(Image.open(photos / "coco" / "000000000785.jpg").convert("RGB"))
+    assert overlay.shape == photo.shape and (overlay != photo).any()
+    _no_partial_files(tmp_path)
+
+
+def test_bad_inputs_each_get_one_line_and_a_summary(photos, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "empty.jpg").write_bytes(b"")
+    (src / "notes.txt").write_text("not an image")
+    good = (photos / "coco" / "000000000785.jpg").read_bytes()
+    (src / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    Image.fromarray(np.full((120, 160, 3), 127, np.uint8)).save(src / "grey.png")  # no person
+    out = tmp_path / "out"
+    code, _, err = _run(capsys, src, "-o", out)
+    assert code == 1  # nothing produced
+    lines = err.strip().splitlines()
+    for name in ("empty.jpg", "notes.txt", "truncated.jpg", "grey.png"):
+        hits = [ln for ln in lines if name in ln]
+        assert len(hits) == 1, (name, lines)
+    assert "Traceback" not in err
+    assert "0 image(s) written" in lines[-1]
+    assert not list(out.iterdir())
+
+    (src / "person.jpg").write_bytes(good)  # mixed folder: one good image -> success
+    code, _, err = _run(capsys, src, "-o", out)
+    assert code == 0
+    assert "1 image(s) written" in err.strip().splitlines()[-1]
+    assert sorted(p.suffix for p in out.iterdir()).count(".npz") == 1
+    _no_partial_files(out)
+
+
+def test_unwritable_output_and_missing_input(tmp_path, capsys, photos):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = _run(capsys, photos / "skates.png", "-o", blocker / "sub")
+    assert code == 2 and "cannot write to output folder" in err and "Traceback" not in err
+    code, _, err = _run(capsys, tmp_path / "missing.jpg", "-o", tmp_path / "o")
+    assert code == 1 and "missing.jpg" in err
+
+
+def test_usage_errors(tmp_path, capsys, photos):
+    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--formats", "fbx")
+    assert code == 2 and "fbx" in err
+    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--boxes", "1,2,3")
+    assert code == 2 and "--boxes" in err
+    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--model", "no-such-model")
+    assert code == 2 and "no-such-model" in err and "searched" in err
+
+
+def test_user_boxes_bypass_detection(photos, tmp_path, capsys):
+    code, _, err = _run(capsys, photos / "coco" / "000000000785.jpg", "-o", tmp_path,
+                        "--boxes", "280,44,500,392", "--formats", "npz")
+    assert code == 0, err
+    from deforhmr_model.result import load_result
+    r = load_result(tmp_path / "000000000785.npz")
+    assert len(r.people) == 1 and r.people[0].score == pytest.approx(1.0)
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "deforhmr_model.cli", "infer", "--help"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "--refine" in out.stdout

