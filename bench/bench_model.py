@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,48 +34,48 @@ DEFAULT_VARIANTS = ["reg-s"] + [v for v in VARIANTS if v not in ALIASES and v !=
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def timed(fn, device: torch.device, repeats: int, warmup: int) -> float:
-    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+def timed(fn, device: torch.device, inner: int = 1) -> float:
+    """Wall time of one call of ``fn()`` in seconds (mean over ``inner`` back-to-back calls)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(inner):
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / inner
 
 
 def bench_backbone(backbone: str, variants: list[str], batches: list[int], device, dtype,
                    repeats: int, warmup: int) -> list[dict]:
+    """Encoder and every decoder timed in interleaved rounds (a loaded machine slows them alike);
+    the best round is kept (``timeit``'s rule for noisy machines)."""
     cfg = make_config("reg-s", backbone)
     with torch.device(device):
         encoder = ViTEncoder(**dataclasses.asdict(cfg.encoder)).to(dtype).eval()
+        heads = {}
+        for variant in variants:
+            vcfg = make_config(variant, backbone)
+            heads[variant] = SMPLHead(vcfg.encoder.embed_dim, encoder.grid_size,
+                                      **dataclasses.asdict(vcfg.decoder)).to(dtype).eval()
     rows = []
     for batch in batches:
         images = torch.randn(batch, 3, 256, 192, device=device, dtype=dtype)
+        best = {name: float("inf") for name in ["encoder", *variants]}
         with torch.inference_mode():
-            t_enc = timed(lambda: encoder(images), device, repeats, warmup)
             context = encoder(images)
-        dec_times = {}
-        for variant in variants:
-            vcfg = make_config(variant, backbone)
-            with torch.device(device):
-                head = SMPLHead(vcfg.encoder.embed_dim, encoder.grid_size,
-                                **dataclasses.asdict(vcfg.decoder)).to(dtype).eval()
-            with torch.inference_mode():
-                dec_times[variant] = timed(lambda: head(context), device, max(repeats, 5), warmup)
-            del head
-        base = dec_times.get("reg-s")
-        for variant, t_dec in dec_times.items():
-            rows.append(dict(backbone=backbone, variant=variant, batch=batch,
-                             enc=t_enc / batch, dec=t_dec / batch, full=(t_enc + t_dec) / batch,
-                             share=t_dec / t_enc, vs_reg=(t_dec / base) if base else float("nan")))
-        print_rows(rows[-len(dec_times):], header=not rows[:-len(dec_times)])
-    del encoder
+            for r in range(warmup + repeats):
+                times = {"encoder": timed(lambda: encoder(images), device)}
+                for variant, head in heads.items():
+                    times[variant] = timed(lambda: head(context), device, inner=3)
+                if r >= warmup:
+                    best = {k: min(best[k], times[k]) for k in best}
+        t_enc, base = best["encoder"], best["reg-s"]
+        new = [dict(backbone=backbone, variant=v, batch=batch, enc=t_enc / batch, dec=best[v] / batch,
+                    full=(t_enc + best[v]) / batch, share=best[v] / t_enc, vs_reg=best[v] / base)
+               for v in variants]
+        print_rows(new, header=not rows)
+        rows += new
     return rows
 
 
@@ -109,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     if "reg-s" not in variants:
         variants.insert(0, "reg-s")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"# torch {torch.__version__}, {name}, {args.dtype}, median of {args.repeats} "
-          f"(decoders: of {max(args.repeats, 5)}), random weights")
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    print(f"# torch {torch.__version__}, {name}, {args.dtype}, best of {args.repeats} interleaved rounds "
+          f"after {args.warmup} warm-up{load}; random weights")
+    if device.type == "cpu" and hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
+        print("# WARNING: the machine is busier than its core count; with several threads per op, small "
+              "decoder ops wait for descheduled threads and their times inflate (try --threads 1)")
     rows = []
     for backbone in args.backbones.split(","):
         rows += bench_backbone(backbone, variants, [int(b) for b in args.batches.split(",")],

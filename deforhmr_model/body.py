@@ -212,6 +212,7 @@ class BodyModel(nn.Module):
         self.register_buffer("posedirs", f32(data.posedirs) if has_pd else None, persistent=False)
         self.register_buffer("faces", torch.as_tensor(np.asarray(data.faces, np.int64)), persistent=False)
         self.register_buffer("parents", torch.as_tensor(np.asarray(data.parents, np.int64)), persistent=False)
+        self._parents_cpu = self.parents.clone()  # kinematic-chain indices stay on the CPU (no device syncs)
         ids = [int(self.face_vertex_ids[k]) for k in COCO17_NAMES[:5]] if self.face_vertex_ids else []
         self.register_buffer("coco_face_ids", torch.as_tensor(ids, dtype=torch.int64), persistent=False)
         self.extra_names = sorted(data.extra_regressors)
@@ -243,7 +244,7 @@ class BodyModel(nn.Module):
         rot = torch.cat([go, bp], dim=1)                                  # (B,24,3,3)
         v_shaped = self.v_template + blend_shapes(betas, self.shapedirs)  # (B,V,3)
         J = vertices2joints(self.J_regressor, v_shaped)                   # (B,24,3)
-        verts, joints = skin(rot, v_shaped, J, self.parents, self.lbs_weights, self.posedirs)
+        verts, joints = skin(rot, v_shaped, J, self._parents_cpu, self.lbs_weights, self.posedirs)
         if transl is not None:
             t = _check("transl", transl, (B, 3), self.v_template)[:, None]
             verts, joints = verts + t, joints + t
@@ -296,7 +297,8 @@ def skin(rot_mats: torch.Tensor, v_shaped: torch.Tensor, J: torch.Tensor, parent
     Args:
         rot_mats: (B,J,3,3) rotations (root first, then parent-relative).
         v_shaped: (B,V,3) rest vertices (shape applied); J: (B,J,3) their rest joints.
-        parents: (J,) long, parents[0] = -1; lbs_weights: (V,J) rows summing to 1.
+        parents: (J,) long (CPU avoids device syncs), parents[0] = -1; lbs_weights: (V,J) rows
+            summing to 1.
         posedirs: (9*(J-1), V*3) pose blend shapes, or None for none.
     Returns:
         vertices (B,V,3), posed joints (B,J,3); units and frame of the inputs.
@@ -325,8 +327,7 @@ def _check(name: str, x, shape: tuple[int, ...], ref: torch.Tensor) -> torch.Ten
 
 def _as_rotmats(name: str, x, n: int, ref: torch.Tensor, batch: int | None = None) -> torch.Tensor:
     """(B,n,3,3) rotation matrices (also (B,3,3) when n == 1) in ``ref``'s dtype/device."""
-    ok = isinstance(x, torch.Tensor) and (
-        (x.dim() == 4 and tuple(x.shape[1:]) == (n, 3, 3)) or (n == 1 and x.dim() == 3 and tuple(x.shape[1:]) == (3, 3)))
+    ok = isinstance(x, torch.Tensor) and (tuple(x.shape[1:]) == (n, 3, 3) or (n == 1 and tuple(x.shape[1:]) == (3, 3)))
     if ok and batch is not None and x.shape[0] != batch:
         ok = False
     if not ok:

@@ -35,7 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .configs import BACKBONES, ModelConfig, make_config
+from .configs import BACKBONES, ModelConfig
 from .model import DeforHMR, build_from_config, build_model
 from .weights import require_file
 

@@ -2,7 +2,7 @@
 
 ``deforhmr infer INPUT... -o OUTDIR`` writes, per image ``<stem>``:
 ``<stem>.npz`` + ``<stem>.json`` (result file, see :mod:`deforhmr_model.result`),
-``<stem>_p<k>.obj`` (one per person), ``<stem>.glb`` (all people, skinned, with
+``<stem>_person<k>.obj`` (one per person), ``<stem>.glb`` (all people, skinned, with
 armatures) and ``<stem>_overlay.png``. Every file is written to a temporary name
 and renamed, so an interrupted run never leaves a partial file. Exit status: 0
 if at least one image produced output, 1 if none did, 2 for usage errors.

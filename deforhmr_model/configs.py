@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 CROSS_ATTENTION_TYPES = ("regular", "deformable")
@@ -196,9 +196,3 @@ def validate_config(cfg: ModelConfig) -> None:
         if not ok:
             raise ValueError(f"invalid model config ({cfg.variant}, {cfg.backbone}): {msg}")
 
-
-def with_overrides(cfg: ModelConfig, **changes: Any) -> ModelConfig:
-    """A copy of ``cfg`` with top-level fields replaced (validated)."""
-    out = replace(cfg, **changes)
-    validate_config(out)
-    return out

@@ -47,7 +47,7 @@ MASK_REACH = 0.3           # mask pixels count up to this fraction of the landma
 MIN_MASK_POINTS = 20
 DEDUP_IOU = 0.8
 DEDUP_KEYPOINT_DIST = 0.1  # median COCO keypoint distance, in units of sqrt(box area)
-DET_BATCH = 8              # detector tiles per interpreter call
+BATCH = 8                  # tiles / crops per interpreter call (bounded: resizing the input is slow)
 MIN_PRESENCE = 0.1         # pose presence below this: nobody in the crop (MediaPipe uses 0.5, which drops
                            # people overlapped by others; false detections score high anyway)
 
@@ -146,21 +146,21 @@ class BlazePoseDetector:
         """Landmarks for user-given person boxes ((N, 4) or (4,) x0, y0, x1, y1 px): one
         :class:`Detection` per box, in the boxes' order, none dropped.
 
-        The first ROI is the upright square around the box (side 1.25 x its longer side);
-        the landmark model then runs again on the ROI from its own alignment points.
-        ``score`` is the pose presence. Raises ValueError for a bad image or boxes.
+        The ROI is the upright square around the box centre, side 1.5 x the box's longer
+        side (:func:`blazepose.roi_from_box`); with ``refine`` the model runs again on the
+        ROI from its own alignment points. ``score`` is the pose presence.
+        Raises ValueError for a bad image or boxes.
         """
         pyr = bp.ImagePyramid(_check_image(image))
         rois = [bp.roi_from_box(b) for b in _check_boxes(boxes)]
-        people = self._landmarks(pyr, rois, None, refine=True)
-        return people
+        return self._landmarks(pyr, rois, None, self.refine)
 
     # ------------------------------------------------------------------ parts
     def _models(self) -> tuple[bp.TfliteModel, bp.TfliteModel]:
         if self._det_model is None or self._lm_model is None:
             from .weights import require_file
-            det = self._paths[0] or require_file("pose_detection.tflite")
-            lm = self._paths[1] or require_file("pose_landmark_full.tflite")
+            det = require_file(str(self._paths[0] or "pose_detection.tflite"))
+            lm = require_file(str(self._paths[1] or "pose_landmark_full.tflite"))
             self._det_model = bp.TfliteModel(det, self.num_threads)
             self._lm_model = bp.TfliteModel(lm, self.num_threads)
         return self._det_model, self._lm_model
@@ -170,8 +170,8 @@ class BlazePoseDetector:
         det, _ = self._models()
         tiles, affines = zip(*(pyr.letterbox(r, bp.DET_SIZE) for r in regions))
         raw_boxes, raw_scores = [], []
-        for i in range(0, len(tiles), DET_BATCH):
-            x = np.stack(tiles[i:i + DET_BATCH]).astype(np.float32) / 127.5 - 1.0
+        for i in range(0, len(tiles), BATCH):
+            x = np.stack(tiles[i:i + BATCH]).astype(np.float32) / 127.5 - 1.0
             b, s = bp.split_detector_outputs(det.run(x), x.shape[0], self._anchors.shape[0])
             raw_boxes += list(b)
             raw_scores += list(s)
@@ -206,7 +206,9 @@ class BlazePoseDetector:
         _, lm_model = self._models()
         affines = [roi.crop_to_image(bp.LM_SIZE) for roi in rois]
         crops = np.stack([pyr.warp(a, bp.LM_SIZE) for a in affines]).astype(np.float32) / 255.0
-        raw, flag, heat, seg = bp.split_landmark_outputs(lm_model.run(crops))
+        chunks = [bp.split_landmark_outputs(lm_model.run(crops[i:i + BATCH]))
+                  for i in range(0, len(crops), BATCH)]
+        raw, flag, heat, seg = (np.concatenate(parts) for parts in zip(*chunks))
         out = bp.decode_landmarks(raw, heat)                       # u, v in crop units [0, 1]
         masks = []
         for i, roi in enumerate(rois):

@@ -23,9 +23,10 @@ store an off-centre principal point), then for person ``k`` (``person_index``):
   position), rotation = ``global_orient`` (pelvis) or ``body_pose[j-1]``;
 * ``p{k}_body`` — the skinned mesh node (a scene root, no transform, as glTF
   requires): the bind-pose (T-pose, body frame, Y up, facing +Z) mesh
-  ``rest_vertices`` with NORMAL, JOINTS_0 (u8) and WEIGHTS_0 (the 4 largest
-  ``lbs_weights`` renormalised to sum 1; ``max_influences=8`` adds
-  JOINTS_1/WEIGHTS_1 for bodies with more), a pastel material (the renderer's
+  ``rest_vertices`` with NORMAL, JOINTS_0/WEIGHTS_0 (u8 joint indices, f32
+  weights: the 4 largest ``lbs_weights``) and, for bodies with more than 4
+  influences on some vertex, JOINTS_1/WEIGHTS_1 (the next 4), renormalised to
+  sum 1 over both sets; a pastel material (the renderer's
   colour), and a skin whose inverse bind matrices are ``T(-rest_joints[j])``
   and whose skeleton is ``p{k}``.
 
@@ -33,8 +34,9 @@ glTF skinning (``sum_j w_j * world(joint_j) * IBM_j``) then gives
 ``C (LBS(rest_vertices, pose) + transl) = C vertices``: the posed meshes of the
 result in the Y-up frame, except for SMPL's pose-corrective blend shapes
 (``posedirs``), which glTF skins cannot express (zero for the open body; a few
-mm for SMPL), and for weights beyond the kept 4 (or 8) per vertex. Faces, JOINTS_0/WEIGHTS_0 are shared by all people; positions and
-normals are per person (their betas differ).
+mm for SMPL), and for weights beyond the kept 8 (or 4) per vertex. Faces and
+joint/weight sets are shared by all people; positions and normals are per
+person (their betas differ).
 """
 from __future__ import annotations
 
@@ -94,18 +96,19 @@ def export_obj(result: ImageResult, folder: str | os.PathLike, stem: str) -> lis
 
 
 def export_glb(result: ImageResult, path: str | os.PathLike,
-               colors: Sequence[Sequence[float]] | None = None, max_influences: int = 4) -> Path:
+               colors: Sequence[Sequence[float]] | None = None, max_influences: int = 8) -> Path:
     """Write all people as skinned meshes with SMPL armatures into one GLB (module docstring).
 
     Args:
         result: the people; needs rest_vertices, rest_joints, lbs_weights, parents, faces.
         path: output ``.glb`` path (written atomically).
         colors: one RGB colour in [0, 1] per person; default the renderer's pastel colours.
-        max_influences: joints per vertex, 4 (JOINTS_0/WEIGHTS_0 only: what every glTF
-            viewer and engine reads) or 8 (adds JOINTS_1/WEIGHTS_1 where some vertex has more
-            than 4 weights; Blender and Unreal read them, three.js does not). The largest
-            weights are kept and renormalised to sum 1; a body with more influences than
-            kept is reproduced approximately (the open body: a few mm at some vertices).
+        max_influences: joints per vertex kept, 8 (default) or 4. With 8, a second set
+            JOINTS_1/WEIGHTS_1 is written only when some vertex has more than 4 weights (the
+            open body has up to 6; Blender, Godot, Babylon.js read both sets; three.js reads
+            the first and renormalises it). With 4, only JOINTS_0/WEIGHTS_0 (what every
+            engine reads): the 4 largest weights renormalised, which moves the open body's
+            multi-influence vertices by up to a few mm.
     Returns:
         ``path``.
     Raises:
@@ -145,7 +148,7 @@ def export_result(result: ImageResult, folder: str | os.PathLike, stem: str,
 # ----------------------------------------------------------------------------- glTF building
 
 def build_glb(result: ImageResult, colors: Sequence[Sequence[float]] | None = None,
-              max_influences: int = 4):
+              max_influences: int = 8):
     """The :class:`pygltflib.GLTF2` document of :func:`export_glb` (binary blob attached)."""
     import pygltflib as g
     from . import __version__

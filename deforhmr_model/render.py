@@ -202,6 +202,9 @@ def intrinsics(focal_length: float, principal_point: Sequence[float],
 # ----------------------------------------------------------------------------- compositing
 
 def _composite(image, verts, faces, K, alpha, colors, max_side, device) -> RenderOutput:
+    """Render (at a capped resolution), upsample inside the people's box, alpha-blend (uint8,
+    OpenCV) over the photo."""
+    import cv2
     H, W = image.shape[:2]
     out = RenderOutput(overlay=image.copy(), mask=np.zeros((H, W), bool),
                        depth=np.full((H, W), np.inf, np.float32),
@@ -211,49 +214,47 @@ def _composite(image, verts, faces, K, alpha, colors, max_side, device) -> Rende
     s = 1.0 if not max_side or max(W, H) <= max_side else max_side / max(W, H)
     w, h = max(1, round(W * s)), max(1, round(H * s))
     sx, sy = w / W, h / H
-    Ks = np.diag([sx, sy, 1.0]) @ K
-    r = render_meshes(verts, faces, Ks, (w, h), colors, device=device)
+    r = render_meshes(verts, faces, np.diag([sx, sy, 1.0]) @ K, (w, h), colors, device=device)
     if not r.mask.any():
         return out
+    rgba = np.empty((h, w, 4), np.uint8)  # colour premultiplied by coverage and alpha; coverage
+    rgba[..., :3] = r.color * (255 * alpha) + 0.5
+    rgba[..., 3] = r.mask * np.uint8(255)
     ys, xs = np.nonzero(r.mask)
     # full-resolution box of pixels whose centres fall inside the (1-px padded) low-res bbox
     x0 = max(0, math.floor((xs.min() - 1) / sx)); x1 = min(W, math.ceil((xs.max() + 2) / sx))
     y0 = max(0, math.floor((ys.min() - 1) / sy)); y1 = min(H, math.ceil((ys.max() + 2) / sy))
     if s == 1.0:
-        color, cover = r.color[y0:y1, x0:x1], r.mask[y0:y1, x0:x1].astype(np.float32)
-        depth, pid = r.depth[y0:y1, x0:x1], r.person_id[y0:y1, x0:x1]
+        crop, depth, pid = rgba[y0:y1, x0:x1], r.depth[y0:y1, x0:x1], r.person_id[y0:y1, x0:x1]
     else:
-        color, cover, depth, pid = _upsample(r, (x0, x1, y0, y1), sx, sy)
-    a = (alpha * cover)[..., None]
-    crop = image[y0:y1, x0:x1].astype(np.float32)
-    out.overlay[y0:y1, x0:x1] = np.clip(crop * (1 - a) + 255.0 * color * a + 0.5, 0, 255).astype(np.uint8)
-    out.mask[y0:y1, x0:x1] = cover >= 0.5
-    out.depth[y0:y1, x0:x1] = np.where(out.mask[y0:y1, x0:x1], depth, np.inf)
-    out.person_id[y0:y1, x0:x1] = np.where(out.mask[y0:y1, x0:x1], pid, -1)
+        crop, depth, pid = _upsample(rgba, r.depth, r.person_id, (x0, x1, y0, y1), sx, sy)
+    *rgb, cover = cv2.split(crop)
+    keep = cv2.LUT(cover, np.round(255 - alpha * np.arange(256)).clip(0, 255).astype(np.uint8))
+    photo = out.overlay[y0:y1, x0:x1]
+    out.overlay[y0:y1, x0:x1] = cv2.add(cv2.multiply(photo, cv2.merge([keep] * 3), scale=1 / 255),
+                                        cv2.merge(rgb))
+    mask = (cover >= 128) & np.isfinite(depth)
+    out.mask[y0:y1, x0:x1] = mask
+    np.copyto(out.depth[y0:y1, x0:x1], depth, where=mask)
+    np.copyto(out.person_id[y0:y1, x0:x1], pid, where=mask)
     return out
 
 
-def _upsample(r: MeshRender, box, sx: float, sy: float):
-    """Resample a low-res render onto the full-res pixels of ``box`` = (x0, x1, y0, y1)."""
+def _upsample(rgba, depth, pid, box, sx: float, sy: float):
+    """Resample low-res rgba (bilinear), depth and person id (nearest) onto the full-res pixels
+    of ``box`` = (x0, x1, y0, y1): full-res pixel X samples low-res x = (X + 0.5) sx - 0.5."""
     import cv2
     x0, x1, y0, y1 = box
-    mx = ((np.arange(x0, x1, dtype=np.float32) + 0.5) * sx - 0.5)[None].repeat(y1 - y0, 0)
-    my = ((np.arange(y0, y1, dtype=np.float32) + 0.5) * sy - 0.5)[:, None].repeat(x1 - x0, 1)
-    cover = r.mask.astype(np.float32)
-    premult = np.ascontiguousarray(np.concatenate([r.color * cover[..., None], cover[..., None]], -1))
-    lin = cv2.remap(premult, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    cov = lin[..., 3]
-    color = lin[..., :3] / np.maximum(cov, 1e-6)[..., None]
-    nx, ny = np.round(mx).astype(np.float32), np.round(my).astype(np.float32)
-    depth = cv2.remap(r.depth, nx, ny, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                      borderValue=float("inf"))
-    pid = cv2.remap(r.person_id, nx, ny, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                    borderValue=-1)
-    # nearest sample may hit an empty pixel at a silhouette edge that is > 50 % covered
-    hole = (cov >= 0.5) & ~np.isfinite(depth)
-    if hole.any():
-        cov[hole] = 0.0
-    return color, cov, depth, pid
+    M = np.array([[sx, 0, (x0 + 0.5) * sx - 0.5], [0, sy, (y0 + 0.5) * sy - 0.5]])
+    size = (x1 - x0, y1 - y0)
+    inv = cv2.WARP_INVERSE_MAP
+    up = cv2.warpAffine(rgba, M, size, flags=cv2.INTER_LINEAR | inv, borderMode=cv2.BORDER_CONSTANT,
+                        borderValue=(0, 0, 0, 0))
+    d = cv2.warpAffine(depth, M, size, flags=cv2.INTER_NEAREST | inv, borderMode=cv2.BORDER_CONSTANT,
+                       borderValue=float("inf"))
+    p = cv2.warpAffine(pid, M, size, flags=cv2.INTER_NEAREST | inv, borderMode=cv2.BORDER_CONSTANT,
+                       borderValue=-1)
+    return up, d, p
 
 
 # ----------------------------------------------------------------------------- rasteriser
@@ -286,7 +287,7 @@ def _project(V: torch.Tensor, K: np.ndarray) -> torch.Tensor:
 def _triangle_setup(uv, z, F, W, H, near):
     """Per-face bbox and affine coefficients of (w0, w1, 1/Z) in local pixel offsets.
 
-    Returns (faces kept (T,), x0, y0, bw, bh (T,) long, coef (T, 9) f32) where for a pixel
+    Returns (faces kept (T,), x0, y0, bw, bh (T,) long, coef (T, 9) f64) where for a pixel
     (x0 + dx, y0 + dy): w0 = c0 dx + c1 dy + c2, w1 = c3 dx + c4 dy + c5, 1/Z = c6 dx + c7 dy + c8.
     """
     p = uv[F].double()                           # (M,3,2)
@@ -307,7 +308,7 @@ def _triangle_setup(uv, z, F, W, H, near):
     iz = 1.0 / zf
     e2 = tuple(1.0 - e0[k] - e1[k] if k == 2 else -e0[k] - e1[k] for k in range(3))
     inv = tuple(e0[k] * iz[:, 0] + e1[k] * iz[:, 1] + e2[k] * iz[:, 2] for k in range(3))
-    coef = torch.stack([*e0, *e1, *inv], 1).float()
+    coef = torch.stack([*e0, *e1, *inv], 1)
     size = (hi - lo + 1).long()
     return keep, lo[:, 0].long(), lo[:, 1].long(), size[:, 0], size[:, 1], coef
 
@@ -316,8 +317,9 @@ def _rasterize(V: torch.Tensor, F: torch.Tensor, K: np.ndarray, W: int, H: int,
                near: float) -> torch.Tensor:
     """Z-buffer: (H*W,) int64 keys = float32 bits of Z << 32 | face index (``_EMPTY_KEY`` empty).
 
-    Triangles are grouped by their bbox size rounded up to powers of two (tw, th), so each
-    group is one dense (T, th, tw) tile tensor evaluated by broadcasting.
+    Span rasterisation: every (triangle, bbox row) pair gets the exact run of pixel centres
+    inside the triangle from its three edge equations; the runs are expanded into pixels
+    (in chunks of ``_CHUNK``) and scatter-min'ed.
     """
     dev = V.device
     key = torch.full((H * W,), _EMPTY_KEY, dtype=torch.int64, device=dev)
@@ -326,45 +328,42 @@ def _rasterize(V: torch.Tensor, F: torch.Tensor, K: np.ndarray, W: int, H: int,
     face, x0, y0, bw, bh, coef = _triangle_setup(_project(V, K), V[:, 2], F, W, H, near)
     if len(face) == 0:
         return key
-    lw = torch.ceil(torch.log2(bw.double())).long()
-    lh = torch.ceil(torch.log2(bh.double())).long()
-    group = lw * 64 + lh
-    order = torch.argsort(group)
-    groups, counts = torch.unique_consecutive(group[order], return_counts=True)
-    coefT = coef.T.contiguous()                              # (9, T)
+    # (triangle, row) pairs
+    tri = torch.repeat_interleave(torch.arange(len(face), device=dev), bh)
+    dy = (torch.arange(tri.shape[0], device=dev) - (torch.cumsum(bh, 0) - bh)[tri]).double()
+    c = coef[tri]                                                    # (R, 9) f64
+    A = torch.stack([c[:, 0], c[:, 3], -c[:, 0] - c[:, 3]], 1)       # d(w_i)/dx
+    B0, B1 = c[:, 1] * dy + c[:, 2], c[:, 4] * dy + c[:, 5]
+    B = torch.stack([B0, B1, 1.0 - B0 - B1], 1)                      # w_i at dx = 0
+    eps = 1e-5                                                       # inclusive edges: no cracks
+    bound = (-eps - B) / torch.where(A == 0, torch.ones_like(A), A)
+    lo = torch.where(A > 0, bound, torch.full_like(A, -1e9)).amax(1).clamp_min(0).ceil()
+    hi = torch.minimum(torch.where(A < 0, bound, torch.full_like(A, 1e9)).amin(1),
+                       (bw[tri] - 1).double()).floor()
+    empty = ((A == 0) & (B < -eps)).any(1)
+    count = torch.where(empty, torch.zeros_like(lo), (hi - lo + 1).clamp_min(0)).long()
+    rows = count.nonzero().squeeze(1)
+    tri, dy, lo, count = tri[rows], dy[rows], lo[rows], count[rows]
+    c = c[rows]
+    base = (y0[tri] + dy.long()) * W + x0[tri] + lo.long()          # pixel index of each run start
+    iz0 = (c[:, 6] * lo + c[:, 7] * dy + c[:, 8]).float()            # 1/Z at the run start
+    slope = c[:, 6].float()
+    fid = face[tri]
+    ends = torch.cumsum(count, 0)
     start = 0
-    for g, cnt in zip(groups.tolist(), counts.tolist()):
-        tw, th = 1 << (g // 64), 1 << (g % 64)
-        step = max(1, _CHUNK // (tw * th))
-        for s in range(start, start + cnt, step):
-            sel = order[s:min(s + step, start + cnt)]
-            _raster_tiles(key, face[sel], x0[sel], y0[sel], coefT[:, sel], tw, th, W, H)
-        start += cnt
+    while start < len(rows):
+        first = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(torch.searchsorted(ends, torch.tensor(first + _CHUNK, device=dev),
+                                                     right=True)))
+        sl = slice(start, stop)
+        n = count[sl]
+        r = torch.repeat_interleave(torch.arange(stop - start, device=dev), n)
+        k = torch.arange(r.shape[0], device=dev) - (torch.cumsum(n, 0) - n)[r]
+        iz = iz0[sl][r] + slope[sl][r] * k
+        zbits = (1.0 / iz.clamp_min(1e-12)).view(torch.int32).to(torch.int64)
+        key.scatter_reduce_(0, base[sl][r] + k, (zbits << 32) | fid[sl][r], reduce="amin")
+        start = stop
     return key
-
-
-def _raster_tiles(key, face, x0, y0, c, tw, th, W, H):
-    """Scatter-min one group of triangles, each tested on a (th, tw) tile of pixels from its
-    bbox corner (x0, y0); ``c`` (9, T) are the :func:`_triangle_setup` coefficients."""
-    dev = key.device
-    dx = torch.arange(tw, device=dev, dtype=torch.float32)
-    dy = torch.arange(th, device=dev, dtype=torch.float32)[:, None]
-
-    def affine(i):                                           # (T, th, tw)
-        return c[i][:, None, None] * dx + (c[i + 1][:, None, None] * dy + c[i + 2][:, None, None])
-
-    w0, w1 = affine(0), affine(3)
-    eps = 1e-5
-    inside = (w0 >= -eps) & (w1 >= -eps) & ((w0 + w1) <= 1 + eps)
-    t, y, x = inside.nonzero().unbind(1)
-    px, py = x0[t] + x, y0[t] + y
-    ok = (px < W) & (py < H)                                 # tiles overhang the clipped bbox
-    t, x, y, px, py = t[ok], x[ok], y[ok], px[ok], py[ok]
-    iz = c[6][t] * x + c[7][t] * y + c[8][t]
-    good = iz > 0
-    zbits = (1.0 / iz).view(torch.int32).to(torch.int64)
-    k = (zbits << 32) | face[t]
-    key.scatter_reduce_(0, (py * W + px)[good], k[good], reduce="amin")
 
 
 # ----------------------------------------------------------------------------- shading

@@ -172,8 +172,8 @@ def _canonical(raw: dict, path: Path) -> dict[str, Any]:
     if "face_vertex_ids" in raw and "face_vertex_names" in raw:
         keys = [str(k) for k in np.asarray(raw["face_vertex_names"]).tolist()]
         ids = np.asarray(raw["face_vertex_ids"]).astype(np.int64).tolist()
-        face_ids = dict(zip(keys, ids))
-        if set(face_ids) != set(FACE_KEYS) or not all(0 <= i < V for i in ids):
+        face_ids = dict(zip(keys, ids, strict=False))
+        if len(keys) != len(ids) or set(face_ids) != set(FACE_KEYS) or not all(0 <= i < V for i in ids):
             raise SMPLFileError(f"{path}: face_vertex_names/ids must give {FACE_KEYS} -> vertex index in [0, {V})")
     extra = {}
     for key, val in raw.items():

@@ -84,24 +84,24 @@ def sync_search_dirs() -> None:
 
 
 def list_model_files(name: str, extensions: tuple[str, ...]) -> list[str]:
-    """File names (relative to their model folder) with one of ``extensions``.
-
-    Inside ComfyUI: ``folder_paths.get_filename_list``; outside: the library's search folders.
+    """File names with one of ``extensions``: ComfyUI's model folder ``name`` (incl.
+    extra_model_paths.yaml) plus the library's own search folders ($DEFORHMR_WEIGHTS,
+    ~/.cache/deforhmr, the pack's weights/), relative to the folder they are in.
     """
+    files: set[str] = set()
     fp = _folder_paths()
-    files: list[str] = []
     if fp is not None:
         try:
-            files = list(fp.get_filename_list(name))
-        except Exception:
-            files = []
-    if not files:
-        from deforhmr_model import weights
-        for d in weights.search_dirs():
-            if d.is_dir():
-                files += [p.relative_to(d).as_posix() for p in sorted(d.rglob("*")) if p.is_file()]
+            files.update(fp.get_filename_list(name))
+        except Exception:  # folder name unknown to this host
+            pass
+    from deforhmr_model import weights
+    for d in weights.search_dirs():
+        for sub in (d, d / name):
+            if sub.is_dir():
+                files.update(p.name for p in sub.iterdir() if p.is_file())
     ext = tuple(e.lower() for e in extensions)
-    return sorted({f for f in files if f.lower().endswith(ext)})
+    return sorted(f for f in files if f.lower().endswith(ext))
 
 
 def resolve_model_file(name: str, folder: str) -> Path | None:
@@ -116,7 +116,7 @@ def resolve_model_file(name: str, folder: str) -> Path | None:
             return Path(full)
     from deforhmr_model import weights
     sync_search_dirs()
-    return weights.find_file(name)
+    return weights.find_file(name, subdirs=("", folder))
 
 
 # ----------------------------------------------------------------------------- devices

@@ -27,7 +27,7 @@ def missing_file_message(name: str, folder: str) -> str | None:
         return None
     from deforhmr_model.weights import MissingModelFileError, require_file
     try:
-        require_file(name)
+        require_file(name, subdirs=("", folder))
     except MissingModelFileError as e:
         extra = ", ".join(str(p) for p in host.model_folders(folder))
         return f"{e}" + (f" ComfyUI folders for '{folder}': {extra}." if extra else "")
@@ -101,13 +101,15 @@ class LoadDeforHMRModel:
                              "choose auto, fp32 or bf16")
         model = None
         if checkpoint != NO_CHECKPOINT:
-            model = host.resolve_model_file(checkpoint, host.CHECKPOINT_FOLDER) or require_file(checkpoint)
+            model = (host.resolve_model_file(checkpoint, host.CHECKPOINT_FOLDER)
+                     or require_file(checkpoint, subdirs=("", host.CHECKPOINT_FOLDER)))
         if body_model == BODY_AUTO:
             body = None
         elif body_model == BODY_OPEN:
-            body = require_file(OPEN_BODY_FILE)
+            body = host.resolve_model_file(OPEN_BODY_FILE, host.BODY_FOLDER) or require_file(OPEN_BODY_FILE)
         else:
-            body = host.resolve_model_file(body_model, host.BODY_FOLDER) or require_file(body_model)
+            body = (host.resolve_model_file(body_model, host.BODY_FOLDER)
+                    or require_file(body_model, subdirs=("", host.BODY_FOLDER)))
         pipe = HMRPipeline(model=str(model) if model is not None else None,
                            body=str(body) if body is not None else None, device=dev, dtype=dtype)
         patcher = host.make_patcher(pipe.model, dev) if pipe.model is not None else None

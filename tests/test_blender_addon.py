@@ -302,6 +302,38 @@ def test_reader_matches_result_schema(results):
         reader.parse_people("first")
 
 
+def test_reader_rejects_malformed_content_with_its_own_error(results, tmp_path):
+    reader = _load("reader")
+    data = dict(np.load(results["still"], allow_pickle=False))
+    meta = json.loads(str(data["meta_json"]))
+
+    def variant(name, meta_change=None, **arrays):
+        m = json.loads(json.dumps(meta))
+        if meta_change:
+            meta_change(m)
+        np.savez(tmp_path / name, **{**data, **arrays, "meta_json": np.array(json.dumps(m))})
+        return tmp_path / f"{name}.npz"
+
+    bad = {
+        "no_image": variant("a", lambda m: m.pop("image")),
+        "width_text": variant("b", lambda m: m["image"].update(width="wide")),
+        "focal_scalar": variant("c", lambda m: m["camera"].update(focal_length=5)),
+        "pp_short": variant("d", lambda m: m["camera"].update(principal_point=[1.0])),
+        "names_number": variant("e", lambda m: m["body_model"].update(joint_names=123)),
+        "names_23": variant("f", lambda m: m["body_model"]["joint_names"].pop()),
+        "parents": variant("g", parents=np.zeros(24, np.int32)),
+        "faces_range": variant("h", faces=data["faces"] + 10_000),
+        "weights_sum": variant("i", lbs_weights=data["lbs_weights"] * 2),
+        "index_2d": variant("j", person_index=data["person_index"][:, None]),
+        "faces_float": variant("k", faces=data["faces"].astype(np.float32)),
+    }
+    for name, path in bad.items():
+        with pytest.raises(reader.ResultReadError):
+            reader.read_result(path)
+    odd_people = variant("ok", lambda m: m.update(people="x"))  # only informative metadata
+    assert [p.method for p in reader.read_result(odd_people).people] == ["unknown"] * 2
+
+
 def test_convert_is_the_documented_axis_change():
     convert = _load("convert")
     p = np.array([1.0, 2.0, 3.0])

@@ -27,7 +27,7 @@ def test_infer_writes_every_output(photos, tmp_path, capsys):
     assert code == 0, err
     names = sorted(p.name for p in tmp_path.iterdir())
     for n in ("000000000785.npz", "000000000785.json", "000000000785.glb", "000000000785_overlay.png",
-              "000000000785_p0.obj"):
+              "000000000785_person0.obj"):
         assert n in names, names
     overlay = np.asarray(Image.open(tmp_path / "000000000785_overlay.png"))
     photo = np.asarray(Image.open(photos / "coco" / "000000000785.jpg").convert("RGB"))

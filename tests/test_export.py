@@ -7,6 +7,7 @@ body generated here in the same format (24 SMPL joints, capsule limbs, <= 4 infl
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -97,6 +98,13 @@ def random_pose(rng, scale=0.5):
     return go, _rodrigues(rng.normal(0, scale / 2, (23, 3)))
 
 
+@functools.lru_cache(maxsize=2)
+def _body(real: bool):
+    from deforhmr_model.body import BodyModel, load_body_data
+    data = load_body_data(OPEN_BODY) if real else synthetic_body_data()
+    return data, BodyModel(data)
+
+
 def make_result(transls, image_size=(640, 480), focal=600.0, seed=0, pose_scale=0.5,
                 body: str = "auto") -> ImageResult:
     """An ImageResult with one randomly posed person per translation (camera frame, metres),
@@ -106,11 +114,9 @@ def make_result(transls, image_size=(640, 480), focal=600.0, seed=0, pose_scale=
     "real" or "synthetic".
     """
     import torch
-    from deforhmr_model.body import BodyModel, load_body_data
     rng = np.random.default_rng(seed)
     use_real = real_body_available() if body == "auto" else body == "real"
-    data = load_body_data(OPEN_BODY) if use_real else synthetic_body_data()
-    model = BodyModel(data)
+    data, model = _body(use_real)
     W, H = image_size
     people = []
     f32 = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None]  # noqa: E731
@@ -244,6 +250,20 @@ def test_glb_skinning_reproduces_posed_vertices(three, tmp_path):
         assert err < 1e-3 and jerr < 1e-3
 
 
+def test_glb_synthetic_body_single_weight_set(tmp_path):
+    """A body with <= 4 influences per vertex gets only JOINTS_0/WEIGHTS_0, and is exact."""
+    import pygltflib
+    res = make_result([(0.0, 0.0, 4.0), (0.5, 0.1, 5.0)], body="synthetic", seed=4, pose_scale=1.0)
+    path = export_glb(res, tmp_path / "syn.glb")
+    doc = pygltflib.GLTF2().load_binary(str(path))
+    attrs = doc.meshes[0].primitives[0].attributes
+    assert attrs.JOINTS_0 is not None and getattr(attrs, "JOINTS_1", None) is None
+    for (_, v, _), person in zip(gltf_skinned_positions(path), res.people):
+        assert np.abs(v - to_y_up(person.vertices.astype(float))).max() < 1e-4
+    rep = _validate_or_skip(path)
+    assert rep["issues"]["numErrors"] == 0 and rep["issues"]["numWarnings"] == 0
+
+
 def test_glb_structure_and_trimesh_reimport(three, tmp_path):
     import pygltflib
     path = export_glb(three, tmp_path / "three.glb")
@@ -346,3 +366,47 @@ def test_real_open_body_roundtrip(tmp_path):
             assert err < tol
         rep = _validate_or_skip(path)
         assert rep["issues"]["numErrors"] == 0
+
+
+_BLENDER_IMPORT = r"""
+import json, sys
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_scene.gltf(filepath=sys.argv[1])
+dg = bpy.context.evaluated_depsgraph_get()
+out = {}
+for ob in bpy.context.scene.objects:
+    if ob.type == "MESH" and ob.name.endswith("_body"):
+        ev = ob.evaluated_get(dg)
+        me = ev.to_mesh()
+        arm = ob.find_armature()
+        out[ob.name] = {"co": [list(ev.matrix_world @ v.co) for v in me.vertices],
+                        "bones": len(arm.data.bones) if arm else 0}
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+def test_glb_blender_import_matches_posed_vertices(three, tmp_path):
+    """Blender's own glTF importer (bpy in .venv-blender) poses the meshes like the result."""
+    import json
+    import os
+    import subprocess
+    py = Path(os.environ.get("DEFORHMR_BLENDER_PYTHON", REPO / ".venv-blender" / "bin" / "python"))
+    if not py.exists():
+        pytest.skip(f"{py} missing (bash tools/setup_blender_venv.sh); the Blender import check is skipped")
+    path = export_glb(three, tmp_path / "three.glb")
+    (tmp_path / "imp.py").write_text(_BLENDER_IMPORT)
+    home = tmp_path / "blender_home"
+    env = {**os.environ, **{f"BLENDER_USER_{k}": str(home / k.lower())
+                            for k in ("RESOURCES", "CONFIG", "SCRIPTS", "EXTENSIONS")}}
+    proc = subprocess.run([str(py), str(tmp_path / "imp.py"), str(path), str(tmp_path / "out.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert sorted(got) == ["p0_body", "p1_body", "p2_body"]
+    for k, person in enumerate(three.people):
+        co = np.array(got[f"p{k}_body"]["co"])
+        v = to_y_up(person.vertices.astype(float))
+        expected = np.stack([v[:, 0], -v[:, 2], v[:, 1]], 1)  # glTF Y-up -> Blender Z-up
+        assert got[f"p{k}_body"]["bones"] == 24
+        assert np.abs(co - expected).max() < 1e-3

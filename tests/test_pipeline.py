@@ -23,11 +23,19 @@ def _iou(a, b):
 
 
 def _annotations(photos):
-    """[(image path, gt box xyxy, box size px, {smpl_joint: (x, y)})] for COCO and MPII people."""
+    """[(image path, gt box xyxy, box size px, {smpl_joint: (x, y)})] for COCO and MPII people.
+
+    COCO: every annotated person with keypoints (the two without any are 11x68 and 17x32 px
+    fragments, which COCO's keypoint benchmark ignores too); box = the annotated bbox.
+    MPII: box = the visible joints' box padded by 5% of its longer side (joints are joint
+    centres; feet and hands reach beyond them); box size for PCK = scale * 200 px.
+    """
     out = []
     coco = json.loads((photos / "coco" / "test_coco.json").read_text())
     names = {im["id"]: im["file_name"] for im in coco["images"]}
     for a in coco["annotations"]:
+        if a["num_keypoints"] == 0:
+            continue
         x, y, w, h = a["bbox"]
         kp = np.array(a["keypoints"], float).reshape(17, 3)
         joints = {COCO_TO_SMPL_JOINT[i]: kp[i, :2] for i in range(5, 17) if kp[i, 2] > 0}
@@ -36,10 +44,9 @@ def _annotations(photos):
         j = np.array(a["joints"], float)
         vis = np.array(a["joints_vis"]) > 0
         size = a["scale"] * 200.0  # MPII scale = box height / 200
-        cx, cy = a["center"]
-        pts = j[vis]
-        box = np.array([min(pts[:, 0].min(), cx - size / 4), min(pts[:, 1].min(), cy - size / 2),
-                        max(pts[:, 0].max(), cx + size / 4), max(pts[:, 1].max(), cy + size / 2)])
+        lo, hi = j[vis].min(0), j[vis].max(0)
+        pad = 0.05 * float(max(hi - lo))
+        box = np.concatenate([lo - pad, hi + pad])
         joints = {s: j[m] for m, s in MPII_TO_SMPL.items() if vis[m]}
         out.append((photos / "mpii" / a["image"], box, size, joints))
     return out

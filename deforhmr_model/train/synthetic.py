@@ -15,8 +15,9 @@ written in the SPIN ``.npz`` layout (:mod:`.datasets`) next to its images:
 * **Camera**: pinhole, focal ``max(W, H) * U(1, 2)`` px, principal point at the
   image centre (OpenCV frame); the person fills 55-85 % of the image height at
   a random position.
-* **Background**: uniform noise, a two-colour gradient, or a random crop of a
-  photo from ``backgrounds`` (a folder; never copied into the output).
+* **Background**: coloured noise, a two-colour gradient, a random crop of a
+  photo from ``backgrounds`` (a folder; never copied into the output) or flat grey
+  (``background_kinds``). The body colour is random unless ``body_color`` is set.
 * **Labels** (exact for this body and joint regressor): ``pose`` (72) / ``shape``
   (10), ``S`` (24, 4) J24 camera-frame joints (metres, conf 1 where the
   regressor defines the joint), ``part`` (24, 3) their projections (px),
@@ -84,6 +85,8 @@ class SynthConfig:
     tilt: float = 8.0                             # degrees (std of the pitch/roll)
     shape_std: float = 1.0
     backgrounds: str | None = None                # folder of photos, optional
+    background_kinds: tuple[str, ...] = ("noise", "gradient", "photo")
+    body_color: tuple[float, float, float] | None = None   # RGB 0..1; None: random per sample
     image_format: str = "jpg"
 
 
@@ -102,10 +105,22 @@ def sample_pose(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
     return pose.reshape(72).astype(np.float32)
 
 
-def background(rng: np.random.Generator, size: tuple[int, int], photos: list[Path]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB: noise, gradient, or a random crop of one of ``photos``."""
+BACKGROUND_KINDS = ("noise", "gradient", "photo", "flat")
+
+
+def background(rng: np.random.Generator, size: tuple[int, int], photos: list[Path],
+               kinds: tuple[str, ...] = ("noise", "gradient", "photo")) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: coloured noise, a two-colour gradient, a random crop of one of
+    ``photos``, or a flat dark grey (``kinds``, drawn uniformly)."""
     W, H = size
-    kind = rng.integers(3 if photos else 2)
+    bad = [k for k in kinds if k not in BACKGROUND_KINDS]
+    kinds = [k for k in kinds if k in BACKGROUND_KINDS and (k != "photo" or photos)]
+    if bad or not kinds:
+        raise ValueError(f"background kinds must be among {BACKGROUND_KINDS} ('photo' needs a folder of "
+                         f"images), got {bad or 'none usable'}")
+    kind = BACKGROUND_KINDS.index(kinds[rng.integers(len(kinds))])
+    if kind == 3:
+        return np.full((H, W, 3), 40, np.uint8)
     if kind == 0:
         base = rng.uniform(0, 255, 3)
         img = base + rng.normal(0, rng.uniform(10, 60), (H, W, 3))
@@ -180,8 +195,9 @@ def _render_sample(out: Path, i: int, rng: np.random.Generator, verts: np.ndarra
     transl = np.array([(u - W / 2) * z / f - c[0], (v - H / 2) * z / f - c[1], z - c[2]])
     K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
     cam_v, cam_j = verts + transl, j24 + transl
-    r = render_meshes([cam_v], faces, K, (W, H), colors=[tuple(rng.uniform(0.35, 0.95, 3))])
-    img = background(rng, (W, H), photos)
+    color = rng.uniform(0.35, 0.95, 3)
+    r = render_meshes([cam_v], faces, K, (W, H), colors=[tuple(cfg.body_color or color)])
+    img = background(rng, (W, H), photos, cfg.background_kinds)
     img[r.mask] = (r.color[r.mask] * 255).astype(np.uint8)
     uv = cam_v[:, :2] / cam_v[:, 2:] * f + [W / 2, H / 2]
     (x0, y0), (x1, y1) = uv.min(0), uv.max(0)
