@@ -9,19 +9,23 @@ landmark model on user-given person boxes. Any object with the same ``detect`` m
 How people are found (model details, and the MediaPipe graphs this follows, are in
 :mod:`deforhmr_model.blazepose`):
 
-1. **Detector passes.** The 224x224 BlazePose detector only finds people whose extent is
-   roughly 40-80% of its input. It runs on the whole image, letterboxed, and on
-   overlapping square tiles at the sizes :func:`tile_regions` chooses so that people down
-   to ``min_person`` x the image's short side are seen at a size it handles. Anchors
-   scoring >= ``threshold`` are merged per pass and across passes (weighted NMS by body
-   ROI, :func:`blazepose.weighted_merge`).
+1. **Detector passes.** The 224x224 BlazePose detector reliably finds people whose extent
+   is roughly 40-80% of its input (measured on the dev photos; it was made for one
+   person filling a video frame). It runs on the whole image, letterboxed, and on
+   overlapping tiles at the sizes :func:`tile_regions` chooses so that people down to
+   ``min_person`` x the image's short side are seen at a size it handles (tiles are
+   batched, 8 per interpreter call). Anchors scoring >= ``threshold`` are merged per pass
+   and across passes (weighted NMS by body ROI, :func:`blazepose.weighted_merge`).
+   Cost: one detector pass per region, so ``min_person`` sets the speed (see the class).
 2. **Landmarks.** Each merged detection gives a rotated square ROI (mid-hip centre, body
    extent and rotation from the detector's alignment keypoints); the 256x256 landmark
-   model runs on all ROI crops in one batch.
+   model runs on the ROI crops in batches. Its person mask gives the body box
+   (:func:`body_box`), its landmarks the keypoints.
 3. **Verification.** Tiles make the detector see limbs, wheels and folds as small or
    upside-down "people". A detection is kept when the landmark model is confident about
    its keypoints: ``quality`` (mean heatmap confidence of the body landmarks inside the
-   image) >= ``min_quality`` and pose presence >= 0.5.
+   image) >= ``min_quality`` (0.45: on the dev photos false detections scored <= 0.41,
+   people <= 0.47 only when mostly hidden) and pose presence >= :data:`MIN_PRESENCE`.
 4. **Duplicates.** A person found twice (two passes, two ROIs) is kept once: detections
    whose COCO keypoints nearly coincide, or whose boxes overlap with IoU > 0.8, are
    duplicates; the higher score wins.
@@ -45,6 +49,7 @@ BOX_MARGIN = 0.04          # body box = landmark extent padded by this fraction 
 HEAD_TOP = 0.6             # head top = eyes + HEAD_TOP * (eyes - shoulders)
 MASK_REACH = 0.3           # mask pixels count up to this fraction of the landmark box beyond it
 MIN_MASK_POINTS = 20
+TILE_STRETCH = 1.25       # an axis at most this x the tile side gets one stretched tile
 DEDUP_IOU = 0.8
 DEDUP_KEYPOINT_DIST = 0.1  # median COCO keypoint distance, in units of sqrt(box area)
 BATCH = 8                  # tiles / crops per interpreter call (bounded: resizing the input is slow)
@@ -56,7 +61,8 @@ MIN_PRESENCE = 0.1         # pose presence below this: nobody in the crop (Media
 class Detection:
     """One person (image pixels, x right, y down).
 
-    bbox: (4,) f32 x0, y0, x1, y1, body box from the landmarks, clipped to the image.
+    bbox: (4,) f32 x0, y0, x1, y1, body box (person mask and landmarks, :func:`body_box`),
+        clipped to the image.
     score: detector confidence in [0, 1] (from :meth:`BlazePoseDetector.keypoints_for_boxes`:
         the landmark model's pose presence).
     keypoints: (33, 3) f32 BlazePose landmarks (x px, y px, visibility in [0, 1]).
@@ -93,9 +99,10 @@ class BlazePoseDetector:
     max_people : keep at most this many people (highest scores first); None keeps all.
     num_threads : CPU threads of each LiteRT interpreter.
     min_person : smallest person to look for, as a fraction of the image's short side
-        (person extent = longer side of the body box). Smaller values add tile levels:
-        0.3 -> about 7 detector passes on a 3:2 photo, 0.2 -> about 22 (see
-        :func:`tile_regions`); >= 1 runs the whole-image pass only.
+        (person extent = longer side of the body box). Smaller values add tile levels
+        (:func:`tile_regions`); detector passes for a 3:2 / 16:9 photo: 0.4 -> 3 / 4,
+        0.3 (default) -> 7 / 12, 0.2 -> 22 / 22; >= 1 -> 1 (the whole image only, as
+        MediaPipe). Each pass costs about one landmark-model run (~8 ms, 2 threads).
     tile_overlap : overlap of neighbouring tiles, fraction of the tile side.
     min_quality : keep people whose keypoint quality is at least this (0 keeps all).
     refine : run the landmark model a second time on the ROI from its own alignment
@@ -219,7 +226,7 @@ class BlazePoseDetector:
 
 def tile_regions(width: int, height: int, min_person: float = 0.3, overlap: float = 0.4,
                  fit: tuple[float, float] = (1.25, 2.5)) -> list[tuple[float, float, float, float]]:
-    """Square tiles (x0, y0, x1, y1) px for the detector passes after the whole-image pass.
+    """Tiles (x0, y0, x1, y1) px for the detector passes after the whole-image pass.
 
     The detector finds a person reliably when the tile side is ``fit[0]``..``fit[1]`` times
     the person's extent (measured on the dev photos; isolated people also beyond, people
@@ -227,7 +234,9 @@ def tile_regions(width: int, height: int, min_person: float = 0.3, overlap: floa
     Levels of smaller tiles (side at most the short side S) extend the covered range
     down to ``min_person * S``: the last level is as large as it can be while reaching
     that size; the levels before it continue the covered range without a gap. Tiles of
-    a level overlap by ``overlap`` x side. Returns [] when the whole image suffices.
+    a level are squares overlapping by ``overlap`` x side, except along an axis the image
+    exceeds by less than :data:`TILE_STRETCH` x side, where one tile spans the image.
+    Returns [] when the whole image suffices.
     """
     big, small = max(width, height), min(width, height)
     target = min_person * small
@@ -321,10 +330,15 @@ def _make_detection(lm: np.ndarray, mask_xy: np.ndarray, score: float, presence:
 
 
 def _grid(width: int, height: int, side: float, overlap: float) -> list[tuple[float, float, float, float]]:
-    stride = side * (1.0 - overlap)
-    xs = np.linspace(0.0, width - side, math.ceil(max(width - side, 0.0) / stride) + 1)
-    ys = np.linspace(0.0, height - side, math.ceil(max(height - side, 0.0) / stride) + 1)
-    return [(float(x), float(y), float(x) + side, float(y) + side) for y in ys for x in xs]
+    """Tiles of ``side`` px covering the image with ``overlap``; along an axis the image
+    exceeds by less than :data:`TILE_STRETCH` x side, one tile spans it (a rectangle,
+    letterboxed by the detector: <= 25% less resolution instead of a second row)."""
+    def spans(extent: float) -> list[tuple[float, float]]:
+        if extent <= TILE_STRETCH * side:
+            return [(0.0, float(extent))]
+        n = math.ceil((extent - side) / (side * (1.0 - overlap))) + 1
+        return [(float(a), float(a) + side) for a in np.linspace(0.0, extent - side, n)]
+    return [(x0, y0, x1, y1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
 
 
 def _same_person(a: Detection, b: Detection) -> bool:

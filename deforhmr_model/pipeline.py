@@ -165,6 +165,10 @@ class HMRPipeline:
         with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
             pred = self.model(x)
         go, bp, betas, cam = (t.float().cpu() for t in (pred.global_orient, pred.body_pose, pred.betas, pred.pred_cam))
+        if (cam[:, 0] <= 1e-2).any():  # s <= 0 would put the body behind the camera
+            log.warning("network predicted a non-positive camera scale for %d person(s); clamped",
+                        int((cam[:, 0] <= 1e-2).sum()))
+            cam[:, 0] = cam[:, 0].clamp(min=1e-2)
         if self.body_data.id == "open_body":  # SMPL-space betas mean nothing on the open body
             betas = torch.zeros_like(betas)
         centers = torch.tensor(np.stack([c.center for c in crops]), dtype=torch.float32)

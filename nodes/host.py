@@ -182,6 +182,14 @@ def load_to_device(patcher) -> None:
         mm.load_models_gpu([patcher])
 
 
+def autograd_allowed():
+    """Context that leaves ``torch.inference_mode``: ComfyUI runs every node inside it, but the
+    library's keypoint fitting optimises with autograd, and tensors it keeps (the pipeline's body
+    model) must not be inference tensors."""
+    import torch
+    return torch.inference_mode(False)
+
+
 # ----------------------------------------------------------------------------- progress / interrupt
 
 class _NoProgress:

@@ -110,8 +110,9 @@ class LoadDeforHMRModel:
         else:
             body = (host.resolve_model_file(body_model, host.BODY_FOLDER)
                     or require_file(body_model, subdirs=("", host.BODY_FOLDER)))
-        pipe = HMRPipeline(model=str(model) if model is not None else None,
-                           body=str(body) if body is not None else None, device=dev, dtype=dtype)
+        with host.autograd_allowed():
+            pipe = HMRPipeline(model=str(model) if model is not None else None,
+                               body=str(body) if body is not None else None, device=dev, dtype=dtype)
         patcher = host.make_patcher(pipe.model, dev) if pipe.model is not None else None
         label = f"{checkpoint if model is not None else 'fit'} + {pipe.body_data.name}"
         from .handles import ModelHandle

@@ -54,7 +54,8 @@ class RecoverHumanMesh:
             chunk = frames[start:start + step]
             dets = (people.frames[start:start + step] if people is not None
                     else [pipe.detect(f) for f in chunk])
-            results.extend(pipe.recover(chunk, dets))
+            with host.autograd_allowed():  # fitting needs autograd; ComfyUI runs nodes in inference mode
+                results.extend(pipe.recover(chunk, dets))
             pbar.update(len(chunk))
         return (results,)
 
@@ -89,6 +90,7 @@ class RefineWith2DPose:
                 raise NodeInputError(
                     f"results frame {i} was made with body model {made_with!r} but this model uses "
                     f"{pipe.body_data.id!r}; connect the model that produced the results")
-            out.append(pipe.refine_result(r))
+            with host.autograd_allowed():
+                out.append(pipe.refine_result(r))
             pbar.update(1)
         return (out,)

@@ -16,7 +16,8 @@ Validation (before anything runs; every problem is collected, like the server):
   * with ``fill_defaults=True`` missing widgets take their declared default (what the
     frontend writes when a node is created); by default a missing required widget is
     an error, as on the server.
-Execution: topological order (cycles are an error), ``FUNCTION`` called with keyword
+Execution: inside ``torch.inference_mode()`` as on the server (a node that needs autograd
+must leave it itself), topological order (cycles are an error), ``FUNCTION`` called with keyword
 arguments (hidden PROMPT / EXTRA_PNGINFO / UNIQUE_ID supplied), results checked
 against ``RETURN_TYPES``; output nodes' ``{"ui": ..., "result": ...}`` ui is kept.
 
@@ -72,6 +73,10 @@ class PromptRunner:
         """Execute ``prompt``. Returns {node_id: {"class_type", "outputs": tuple, "ui": dict | None, "seconds"}}."""
         prompt = json.loads(json.dumps(prompt))  # never mutate the caller's graph
         order = self.validate(prompt, fill_defaults)
+        with _inference_mode():  # ComfyUI executes every prompt inside torch.inference_mode()
+            return self._execute(prompt, order, extra_pnginfo)
+
+    def _execute(self, prompt: dict, order: list[str], extra_pnginfo) -> dict:
         done: dict[str, dict] = {}
         for nid in order:
             node = prompt[nid]
@@ -198,6 +203,15 @@ class PromptRunner:
         values = {"PROMPT": prompt, "EXTRA_PNGINFO": extra_pnginfo, "UNIQUE_ID": nid}
         hidden = cls.INPUT_TYPES().get("hidden", {})
         return {k: values.get(v) for k, v in hidden.items() if v in values}
+
+
+def _inference_mode():
+    try:
+        import torch
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+    return torch.inference_mode()
 
 
 def _is_link(val) -> bool:

@@ -176,16 +176,17 @@ def test_tile_regions():
         coarse, fine = tile_regions(w, h, 0.3), tile_regions(w, h, 0.15)
         assert len(fine) > len(coarse) > 0
         for x0, y0, x1, y1 in fine:
-            assert x1 - x0 == pytest.approx(y1 - y0)                        # square
+            tw, th = x1 - x0, y1 - y0
+            assert max(tw, th) <= 1.25 * min(tw, th) + 1e-6                    # square or slightly stretched
             assert -1e-6 <= x0 and x1 <= w + 1e-6 and -1e-6 <= y0 and y1 <= h + 1e-6
-        smallest = min(x1 - x0 for x0, _, x1, _ in fine)
+        smallest = min(min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in fine)
         assert smallest <= 0.15 * min(w, h) * 2.5 + 1e-6                     # reaches the small people
-        covered = np.zeros((math.ceil(h / 4), math.ceil(w / 4)), bool)       # each level tiles the image
-        side = smallest
+        covered = np.zeros((math.ceil(h / 4), math.ceil(w / 4)), bool)       # the last level tiles the image
         for x0, y0, x1, y1 in fine:
-            if abs((x1 - x0) - side) < 1e-6:
-                covered[int(y0) // 4:int(math.ceil(y1 / 4)), int(x0) // 4:int(math.ceil(x1 / 4))] = True
+            if abs(min(x1 - x0, y1 - y0) - smallest) < 1e-6:
+                covered[int(y0) // 4:math.ceil(y1 / 4), int(x0) // 4:math.ceil(x1 / 4)] = True
         assert covered.all()
+    assert len(tile_regions(640, 427, 0.3)) == 6 and len(tile_regions(1280, 720, 0.3)) == 11
 
 
 def _person(x0, y0, scale=1.0, score=0.9):
