@@ -122,7 +122,7 @@ def render_overlay(image: np.ndarray, result: ImageResult, alpha: float = 0.8,
 
 def render_side_view(result: ImageResult, image: np.ndarray | None = None, alpha: float = 1.0,
                      colors: Sequence[Sequence[float]] | None = None, *, angle_deg: float = 90.0,
-                     max_side: int | None = 2048,
+                     fit: bool = True, max_side: int | None = 2048,
                      device: str | torch.device = "cpu") -> RenderOutput:
     """Debug view: all people rotated by ``angle_deg`` about the camera's vertical (y) axis
     through their common centroid, seen by the same camera.
@@ -131,8 +131,12 @@ def render_side_view(result: ImageResult, image: np.ndarray | None = None, alpha
         result: as for :func:`render_overlay`.
         image: background (H, W, 3) uint8; default a white image of ``result.image_size``.
         alpha, colors, max_side, device: as for :func:`render_overlay`.
+        angle_deg: rotation in degrees (positive: the right side of the scene comes forward).
+        fit: move the rotated group along the camera axes so that it is centred on the
+            principal point and fills ~90 % of the image (people spread in depth would
+            otherwise leave the frame); False keeps it at its centroid.
     Returns:
-        :class:`RenderOutput` (depth of the rotated meshes).
+        :class:`RenderOutput` (depth of the moved meshes, metres).
     """
     if image is None:
         W, H = result.image_size
@@ -145,7 +149,15 @@ def render_side_view(result: ImageResult, image: np.ndarray | None = None, alpha
         centre = np.concatenate(verts).mean(0)
         a = math.radians(angle_deg)
         R = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
-        verts = [(v - centre) @ R.T + centre for v in verts]
+        verts = [(v - centre) @ R.T for v in verts]
+        if fit:
+            pts = np.concatenate(verts)
+            ext = np.abs(pts).max(0)                       # half-extents about the centroid
+            cx, cy = K[0, 2], K[1, 2]
+            room_x, room_y = 0.9 * min(cx, W - cx), 0.9 * min(cy, H - cy)
+            z = ext[2] + max(K[0, 0] * ext[0] / room_x, K[1, 1] * ext[1] / room_y, 2 * NEAR)
+            centre = np.array([0.0, 0.0, z])
+        verts = [v + centre for v in verts]
     return _composite(image, verts, result.faces, K, alpha, colors, max_side, device)
 
 
@@ -181,7 +193,7 @@ def render_meshes(vertices: Sequence[np.ndarray | torch.Tensor], faces: np.ndarr
         raise RenderError(f"got {n} vertex arrays but {len(face_list)} face arrays")
     dev = torch.device(device)
     with torch.inference_mode():
-        V, F, owner, offset = _stack_meshes(vertices, face_list, dev)
+        V, F, owner = _stack_meshes(vertices, face_list, dev)
         key = _rasterize(V, F, K, W, H, near)
         return _shade(key, V, F, owner, K, W, H, cols)
 
@@ -270,12 +282,14 @@ def _stack_meshes(vertices, face_list, dev):
                               f"got {tuple(v.shape)} and {tuple(f.shape)}")
         if f.numel() and (int(f.min()) < 0 or int(f.max()) >= v.shape[0]):
             raise RenderError(f"mesh {i}: face indices out of range for {v.shape[0]} vertices")
+        if not bool(torch.isfinite(v).all()):
+            raise RenderError(f"mesh {i}: vertices contain NaN or inf")
         Vs.append(v); Fs.append(f + offset); owner.append(torch.full((f.shape[0],), i, device=dev))
         offset += v.shape[0]
     if not Vs:
         return (torch.zeros(0, 3, device=dev), torch.zeros(0, 3, dtype=torch.int64, device=dev),
-                torch.zeros(0, dtype=torch.int64, device=dev), 0)
-    return torch.cat(Vs), torch.cat(Fs), torch.cat(owner), offset
+                torch.zeros(0, dtype=torch.int64, device=dev))
+    return torch.cat(Vs), torch.cat(Fs), torch.cat(owner)
 
 
 def _project(V: torch.Tensor, K: np.ndarray) -> torch.Tensor:
@@ -377,6 +391,8 @@ def _vertex_normals(V: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
 
 
 def _shade(key, V, F, owner, K, W, H, cols) -> MeshRender:
+    """Colour, depth and mesh id of every z-buffer pixel: the winning face's perspective-correct
+    barycentrics interpolate its vertex normals; Lambert + ambient, two-sided."""
     dev = V.device
     hit = (key != _EMPTY_KEY).nonzero().squeeze(1)
     color = torch.zeros(H * W, 3, device=dev)

@@ -178,6 +178,8 @@ def _canonical(raw: dict, path: Path) -> dict[str, Any]:
     extra = {}
     for key, val in raw.items():
         if isinstance(key, str) and key.startswith(EXTRA_PREFIX):
+            if not key[len(EXTRA_PREFIX):].isidentifier():
+                raise SMPLFileError(f"{path}: extra regressor name in {key!r} must be a Python identifier")
             reg = np.asarray(_dense(val), np.float32)
             _expect(key, reg, (None, V), path)
             extra[key[len(EXTRA_PREFIX):]] = reg

@@ -314,7 +314,7 @@ def test_coco_every_person_found_and_keypoints(capsys):
         print(f"\nCOCO recall {found}/{total}, PCK@0.2 (box size) {pck:.3f} over {labelled} keypoints")
         print("\n".join(lines))
     assert found == total
-    assert pck >= 0.9                                    # measured 0.956
+    assert pck >= 0.9                                    # measured 0.945-0.956
 
 
 @needs_photos

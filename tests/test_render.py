@@ -169,6 +169,12 @@ def test_side_view_and_colours():
     out = render_side_view(res)
     assert out.mask.any() and out.overlay.shape == (res.image_size[1], res.image_size[0], 3)
     assert (out.overlay[~out.mask] == 255).all()
+    assert not (out.mask[0].any() or out.mask[-1].any() or out.mask[:, 0].any() or out.mask[:, -1].any())
+    assert set(np.unique(out.person_id)) == {-1, 0, 1}
+    # rotating by 0 degrees without fitting is the plain render
+    same = render_side_view(res, angle_deg=0.0, fit=False)
+    plain = render_overlay(np.full_like(out.overlay, 255), res, alpha=1.0)
+    assert (same.mask == plain.mask).mean() > 0.999
     cols = person_colors(7)
     assert len({tuple(np.round(c, 3)) for c in cols}) == 7
     assert all(min(c) > 0.5 for c in cols)   # pastel

@@ -178,3 +178,28 @@ class J24Regressor(nn.Module):
         else:
             body = torch.einsum("jk,bkc->bjc", self.select.to(joints.dtype), joints)
         return torch.cat([body, vertices[:, self.face_ids]], dim=1)
+
+
+def make_j24_regressor(body, j19_path: str | Path | None = None) -> J24Regressor:
+    """The J24 regressor for a :class:`deforhmr_model.body.BodyModel`, best source first:
+
+    1. ``j19_path`` (a ``SMPL_to_J19.pkl`` / ``J_regressor_extra.npy`` for this body);
+    2. for SMPL (6890 vertices), ``SMPL_to_J19.pkl`` found in the weights folders;
+    3. the body's own extra regressor named ``j19`` (a (19, V) array in its ``.npz``);
+    4. the skeleton approximation (:data:`J24_FROM_SMPL24`), with a warning.
+
+    Raises FileNotFoundError / RegressorFileError for a bad explicit path.
+    """
+    import logging
+    from ..weights import find_file
+    V = body.num_vertices
+    if j19_path is None and V == 6890:
+        j19_path = find_file("SMPL_to_J19.pkl", subdirs=("", "smpl"))
+    if j19_path is not None:
+        return J24Regressor(body.face_vertex_ids, load_regressor(j19_path, 19, V))
+    if "j19" in getattr(body, "extra_names", ()):
+        return J24Regressor(body.face_vertex_ids, getattr(body, "extra_j19").cpu().numpy())
+    logging.getLogger("deforhmr").warning(
+        "no J19 joint regressor for body %r: J24 training joints approximated from the skeleton "
+        "(pass SMPL_to_J19.pkl for real datasets)", getattr(body, "id", "?"))
+    return J24Regressor(body.face_vertex_ids)

@@ -109,6 +109,25 @@ def zero_readout(model: nn.Module) -> None:
             layer.bias.zero_()
 
 
+def dataset_mean_params(source: MixedSource, max_samples: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-set mean SMPL parameters for the IEF start (paper §3.2.1 uses the H36M mean):
+    per joint the chordal mean rotation (``roma.special_procrustes`` of the mean matrix) and the
+    mean betas, over up to ``max_samples`` evenly spaced samples with SMPL labels.
+
+    Returns: pose_6d (144,) in the column-pair 6D layout, betas (10,). ValueError if no sample
+    has SMPL labels."""
+    import roma
+    from ..rotation import axis_angle_to_rotmat, rotmat_to_rot6d
+    idx = np.unique(np.linspace(0, len(source) - 1, min(len(source), max_samples)).astype(int))
+    labs = [lab for lab in (source.labels(int(i)) for i in idx) if lab.has_smpl > 0]
+    if not labs:
+        raise ValueError("no training sample has SMPL labels; cannot compute mean parameters (use 'default')")
+    R = axis_angle_to_rotmat(torch.from_numpy(np.stack([lab.pose for lab in labs])).reshape(-1, 24, 3))
+    mean = roma.special_procrustes(R.mean(0))
+    betas = torch.from_numpy(np.stack([lab.betas for lab in labs])).mean(0)
+    return rotmat_to_rot6d(mean).reshape(-1), betas
+
+
 class _Step(nn.Module):
     """What DDP wraps: images -> model, or cached encoder features -> decoder only."""
 
@@ -176,6 +195,7 @@ class Trainer:
                                 world=self.dist.world, barrier=barrier if self.dist.world > 1 else None,
                                 progress=cfg.progress)
         last: dict = {}
+        self._last_saved = getattr(self, "_last_saved", -1)
         while self.epoch < cfg.epochs and not self._done():
             last = self._run_epoch() or last
             if self.step_in_epoch >= self.plan.steps_per_epoch:
@@ -184,6 +204,8 @@ class Trainer:
                     self.log({"type": "val", "epoch": self.epoch, "step": self.global_step,
                               **self.validate(self.val_source)})
                 self.save_checkpoint()
+        if self._last_saved != self.global_step:
+            self.save_checkpoint()
         return last
 
     def _done(self) -> bool:
@@ -298,6 +320,7 @@ class Trainer:
         if self.dist.is_main:
             atomic_write(self.out / "checkpoints" / "latest", lambda f: f.write(folder.name.encode()))
             self._prune()
+        self._last_saved = self.global_step
         return folder
 
     def _prune(self) -> None:
