@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"comma-separated outputs among {','.join(FORMATS)} (default all)")
     inf.add_argument("--max-people", type=int, default=None, help="at most this many people per image")
     inf.add_argument("--det-threshold", type=float, default=0.5, help="person detection threshold 0..1 (default 0.5)")
+    inf.add_argument("--min-person", type=float, default=0.2,
+                     help="smallest person to detect, fraction of the image's short side (default 0.2; "
+                          "0.4 is ~4x faster and finds only main subjects)")
     inf.add_argument("--boxes", default=None,
                      help="user boxes 'x1,y1,x2,y2[;x1,y1,x2,y2...]' (px) applied to every input, bypassing detection")
     inf.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -140,6 +143,8 @@ def _cmd_infer(args) -> int:
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise UsageError(f"--formats: unknown {bad or formats}; choose among {','.join(FORMATS)}")
+    if not 0.0 < args.min_person <= 1.0:
+        raise UsageError(f"--min-person {args.min_person}: must be in (0, 1]")
     if not 0.0 <= args.det_threshold <= 1.0:
         raise UsageError(f"--det-threshold {args.det_threshold}: must be between 0 and 1")
     boxes = _parse_boxes(args.boxes)
@@ -163,7 +168,8 @@ def _cmd_infer(args) -> int:
         torch.set_num_threads(args.threads)
     try:
         pipe = HMRPipeline(model=args.model, body=args.body, device=args.device, refine=args.refine,
-                           max_people=args.max_people, det_threshold=args.det_threshold)
+                           max_people=args.max_people, det_threshold=args.det_threshold,
+                           min_person=args.min_person)
     except (MissingModelFileError, ValueError, RuntimeError) as e:
         raise UsageError(str(e)) from None
 

@@ -42,7 +42,7 @@ joints            (P, J, 3) f32  posed joints, camera frame (translation applied
 joints_2d         (P, J, 2) f32  ``joints`` projected into the image (px)
 keypoints_2d      (P, 17, 3) f32 COCO-17 keypoints used (x px, y px, confidence)
 bbox              (P, 4) f32     person box x1, y1, x2, y2 (px)
-score             (P,) f32       detection score (1.0 for user boxes)
+score             (P,) f32       detection score (user boxes: pose presence)
 person_index      (P,) int32     person id, stable across frames when tracked
 ================  =============  ===================================================
 """

@@ -21,16 +21,16 @@ def body_choices() -> list[str]:
     return [BODY_AUTO, BODY_OPEN, *files]
 
 
-def missing_file_message(name: str, folder: str) -> str | None:
-    """None when ``name`` is installed, else the library's "not found" message (file, folders, fix)."""
+def missing_file_message(name: str, folder: str, what: str) -> str | None:
+    """None when ``name`` is installed, else "<what> ... not installed" + the library's message
+    (the file, every folder searched, where to get it)."""
     if host.resolve_model_file(name, folder) is not None:
         return None
     from deforhmr_model.weights import MissingModelFileError, require_file
     try:
         require_file(name, subdirs=("", folder))
     except MissingModelFileError as e:
-        extra = ", ".join(str(p) for p in host.model_folders(folder))
-        return f"{e}" + (f" ComfyUI folders for '{folder}': {extra}." if extra else "")
+        return f"{what} {name!r} is not installed: {e}"
     return None
 
 
@@ -64,19 +64,17 @@ class LoadDeforHMRModel:
     CATEGORY = CATEGORY
 
     @classmethod
-    def VALIDATE_INPUTS(cls, checkpoint, body_model, device, precision):
-        if device not in DEVICES:
-            return f"device must be one of {', '.join(DEVICES)}, got {device!r}"
-        if precision not in PRECISIONS:
-            return f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+    def VALIDATE_INPUTS(cls, checkpoint, body_model):
+        # Runs before the graph: a missing file is reported with the folders searched and the fix
+        # (ComfyUI then skips its own "value not in list" check for these two inputs).
         if checkpoint != NO_CHECKPOINT:
-            msg = missing_file_message(checkpoint, host.CHECKPOINT_FOLDER)
+            msg = missing_file_message(checkpoint, host.CHECKPOINT_FOLDER, "checkpoint")
             if msg:
                 return msg
         if body_model == BODY_OPEN:
-            return missing_file_message(OPEN_BODY_FILE, host.BODY_FOLDER) or True
+            return missing_file_message(OPEN_BODY_FILE, host.BODY_FOLDER, "open body") or True
         if body_model != BODY_AUTO:
-            return missing_file_message(body_model, host.BODY_FOLDER) or True
+            return missing_file_message(body_model, host.BODY_FOLDER, "body model") or True
         return True
 
     @classmethod

@@ -132,9 +132,14 @@ def test_missing_checkpoint_is_reported_before_running_with_the_fix(pack):
     with pytest.raises(cr.PromptValidationError) as e:
         runner.validate(prompt)
     msg = str(e.value)
-    assert "deforhmr_def-m_not_installed.safetensors" in msg and "searched" in msg
+    assert "checkpoint 'deforhmr_def-m_not_installed.safetensors' is not installed" in msg and "searched" in msg
     assert "DEFORHMR_WEIGHTS" in msg  # the fix
     loader = module.NODE_CLASS_MAPPINGS["DeforHMRLoadModel"]
+    from deforhmr_model.body import find_smpl_file
+    if find_smpl_file("male") is None:  # SMPL is never shipped: the message says where to get it
+        msg = loader.VALIDATE_INPUTS(FIT, "SMPL_MALE.npz")
+        assert msg.startswith("body model 'SMPL_MALE.npz' is not installed") and "smpl.is.tue.mpg.de" in msg
+    assert loader.VALIDATE_INPUTS(FIT, "open body (shipped, Apache-2.0)") is True
     from deforhmr_model.weights import MissingModelFileError
     with pytest.raises(MissingModelFileError, match="not_installed"):
         loader().load("deforhmr_def-m_not_installed.safetensors", BODY_AUTO)
@@ -282,6 +287,66 @@ def _check_glb(path: Path, people: int):
         assert report["issues"]["numErrors"] == 0, gltf_validate.summary(report)
 
 
+def test_save_formats_numbering_and_pose_from_results(pack, one_photo_run):
+    module, _ = pack
+    done, out, _ = one_photo_run
+    results = done["4"]["outputs"][0]
+    n = len(results[0].people)
+    save = module.NODE_CLASS_MAPPINGS["DeforHMRSave"]()
+    ret = save.save(results * 2, "deforhmr/all", "all")  # two frames, every format
+    files = ret["ui"]["files"]
+    assert ret["result"][0] == "deforhmr/all_00001_.glb"
+    for k in (1, 2):
+        stem = f"deforhmr/all_{k:05}_"
+        assert {f"{stem}.glb", f"{stem}.npz", f"{stem}.json"} <= set(files)
+        assert len([f for f in files if f.startswith(stem) and f.endswith(".obj")]) == n
+    assert all((out / f).stat().st_size > 0 for f in files)
+    again = save.save(results, "deforhmr/all", "result (npz + json)")["ui"]["files"]
+    assert again == ["deforhmr/all_00003_.npz", "deforhmr/all_00003_.json"]  # numbering continues
+    # POSE_KEYPOINT from the results carries the same keypoints as from the detections
+    to_pose = module.NODE_CLASS_MAPPINGS["DeforHMRToPoseKeypoint"]()
+    a, img_a = to_pose.convert(0.3, "pixels (OpenPose)", people=done["3"]["outputs"][0])
+    b, img_b = to_pose.convert(0.3, "pixels (OpenPose)", results=results)
+    assert a == b and torch.equal(img_a, img_b) and img_a.shape == (1, 425, 640, 3)
+    assert len(a[0]["people"]) == n and a[0]["canvas_width"] == 640
+
+
+def test_mesh_grouping_and_side_view(pack, one_photo_run):
+    module, _ = pack
+    done, _, _ = one_photo_run
+    results = done["4"]["outputs"][0]
+    n, V = len(results[0].people), results[0].people[0].vertices.shape[0]
+    to_mesh = module.NODE_CLASS_MAPPINGS["DeforHMRToMESH"]()
+    merged = to_mesh.convert(results * 2, "one mesh per frame (people merged)", "centred at origin")[0]
+    assert tuple(merged.vertices.shape) == (2, n * V, 3) and int(merged.faces.max()) == n * V - 1
+    centre = 0.5 * (merged.vertices[0].min(0).values + merged.vertices[0].max(0).values)
+    assert float(centre.abs().max()) < 1e-4
+    empty = type(results[0])(**{**results[0].__dict__, "people": []})
+    with pytest.raises(ValueError, match="same number of people"):
+        to_mesh.convert([results[0], empty], "one mesh per frame (people merged)", "centred at origin")
+    side = module.NODE_CLASS_MAPPINGS["DeforHMRRender"]().render(done["1"]["outputs"][0], results, 1.0, "side (90°)")
+    assert side[1].shape == (1, 425, 640) and float(side[1].sum()) > 100
+
+
+def test_detect_people_in_given_bounding_boxes(pack, photos):
+    """Core BOUNDING_BOX input: the COCO ground-truth person boxes of a real photo."""
+    module, _ = pack
+    coco = json.loads((photos / "coco" / "test_coco.json").read_text())
+    image_id = next(i["id"] for i in coco["images"] if i["file_name"] == "000000196141.jpg")
+    boxes = [dict(zip(("x", "y", "width", "height"), a["bbox"])) for a in coco["annotations"]
+             if a["image_id"] == image_id]
+    image = cr.LoadImage().load_image("000000196141.jpg")[0]
+    detect = module.NODE_CLASS_MAPPINGS["DeforHMRDetectPeople"]()
+    people, out_boxes = detect.detect(image, 0.5, 0, False, bboxes=[boxes])
+    assert len(people.frames[0]) == len(boxes) == len(out_boxes[0])
+    for det, b in zip(people.frames[0], boxes):  # one detection per given box, in order
+        kp = det.keypoints_coco[det.keypoints_coco[:, 2] > 0.5]
+        pad = 0.25 * max(b["width"], b["height"])
+        assert len(kp) == 0 or ((kp[:, 0] > b["x"] - pad) & (kp[:, 0] < b["x"] + b["width"] + pad)).mean() > 0.8
+    two, _ = detect.detect(image, 0.5, 2, False, bboxes=boxes)  # list of dicts: every frame; max_people
+    assert len(two.frames[0]) == 2
+
+
 def test_recover_reports_progress_and_stops_when_cancelled(pack, one_photo_run, monkeypatch):
     """ComfyUI's progress bar and Cancel: a fake ``comfy`` host records updates and interrupts."""
     import types
@@ -381,7 +446,7 @@ def test_installed_checkpoints_are_offered_and_load(pack, tiny_checkpoint, monke
         [str(tiny_checkpoint), *filter(None, [os.environ.get("DEFORHMR_WEIGHTS")])]))
     loader = module.NODE_CLASS_MAPPINGS["DeforHMRLoadModel"]
     assert loader.INPUT_TYPES()["required"]["checkpoint"][0] == [FIT, TINY_CKPT]
-    assert loader.VALIDATE_INPUTS(TINY_CKPT, BODY_AUTO, "auto", "auto") is True
+    assert loader.VALIDATE_INPUTS(TINY_CKPT, BODY_AUTO) is True
     handle = loader().load(TINY_CKPT, BODY_AUTO, "cpu", "fp32")[0]
     assert handle.pipeline.model is not None and handle.label.startswith(TINY_CKPT)
     assert next(handle.pipeline.model.parameters()).dtype == torch.float32

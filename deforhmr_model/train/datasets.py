@@ -43,6 +43,7 @@ refer to the stored pixel grid, as HMR 2.0 / SPIN read them).
 """
 from __future__ import annotations
 
+import pickle
 import re
 import tarfile
 from dataclasses import dataclass
@@ -272,7 +273,7 @@ class TarSource:
                         if lab is not None:
                             lab.imgname = key
                             self._entries.append((t, img, lab))
-        except (tarfile.TarError, OSError, ValueError) as exc:
+        except (tarfile.TarError, OSError, ValueError, pickle.UnpicklingError, EOFError) as exc:
             problems.append(f"{path}: unreadable shard ({exc})")
 
     def __len__(self) -> int:

@@ -209,7 +209,7 @@ def _render_sample(out: Path, i: int, rng: np.random.Generator, verts: np.ndarra
     rec["imgname"].append(name)
     rec["center"].append([(x0 + x1) / 2, (y0 + y1) / 2])
     rec["scale"].append(1.2 * max(x1 - x0, y1 - y0) / 200)
-    rec["part"].append(np.c_[proj, mask])
-    rec["S"].append(np.c_[cam_j, mask])
+    rec["part"].append(np.c_[proj * mask[:, None], mask])      # undefined joints: zeros, conf 0
+    rec["S"].append(np.c_[cam_j * mask[:, None], mask])
     rec["transl"].append(transl)
     rec["focal_length"].append(f)
