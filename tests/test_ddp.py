@@ -83,6 +83,7 @@ def test_two_process_ddp_matches_one_process(data, tmp_path):
         ddp = torch.load(out / f"state-rank{rank}.pt", weights_only=True)
         for k, v in single.items():
             assert torch.allclose(ddp[k], v, rtol=0, atol=1e-6), (rank, k, (ddp[k] - v).abs().max())
+        print("max DDP diff", rank, max(float((ddp[k] - v).abs().max()) for k, v in single.items()))
     init = _initial_head()
     assert any(not torch.equal(single[k], init[k]) for k in single)     # the step did change the weights
 
@@ -93,6 +94,7 @@ def test_gradient_accumulation_matches_one_micro_batch(data, tmp_path):
     two = _train(str(tmp_path / "a2"), str(body_file), str(npz), accum=2)
     for k, v in one.items():
         assert torch.allclose(two[k], v, rtol=0, atol=1e-6), (k, (two[k] - v).abs().max())
+    print("max accumulation diff", max(float((two[k] - v).abs().max()) for k, v in one.items()))
 
 
 def _initial_head() -> dict:
