@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import io
 import logging
 import sys
 import tempfile
@@ -71,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf.set_defaults(func=_cmd_infer)
 
     cs = sub.add_parser("convert-smpl", help="convert an SMPL .pkl (no chumpy needed) to .npz")
-    cs.add_argument("pkl")
-    cs.add_argument("npz")
+    cs.add_argument("src", metavar="PKL")
+    cs.add_argument("dst", metavar="NPZ")
     cs.set_defaults(func=_cmd_convert_smpl)
 
     cc = sub.add_parser("convert-checkpoint", help="import an HMR 2.0 .ckpt / DeforHMR file to .safetensors")
@@ -212,43 +211,31 @@ def _unique_stem(stem: str, used: set[str]) -> str:
 
 def write_outputs(result, image, out: Path, stem: str, formats) -> list[Path]:
     """Write the requested outputs for one image; returns the paths written."""
-    from .export import export_glb, export_obj
-    from .result import atomic_write, save_result
+    from .export import export_result
 
-    written: list[Path] = []
-    if "npz" in formats:
-        written.extend(save_result(result, out / stem))
-    if "obj" in formats:
-        written.extend(export_obj(result, out, stem))
-    if "glb" in formats:
-        written.append(export_glb(result, out / f"{stem}.glb"))
+    written = export_result(result, out, stem, [f for f in formats if f != "overlay"])
     if "overlay" in formats:
-        from PIL import Image
-
+        from .image_io import save_png
         from .render import render_overlay
-        rgb = render_overlay(image, result).overlay
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="PNG")
-        written.append(atomic_write(out / f"{stem}_overlay.png", lambda f: f.write(buf.getvalue())))
+        written.append(save_png(out / f"{stem}_overlay.png", render_overlay(image, result).overlay))
     return written
 
 
 # ---------------------------------------------------------------------- converters
 def _cmd_convert_smpl(args) -> int:
     from .smpl_io import SMPLFileError, convert_smpl
-    try:
-        path = convert_smpl(args.pkl, args.npz)
-    except (SMPLFileError, OSError) as e:
-        raise UsageError(str(e)) from None
-    print(f"wrote {path}")
-    return 0
+    return _convert(convert_smpl, args, (SMPLFileError, OSError))
 
 
 def _cmd_convert_checkpoint(args) -> int:
     from .checkpoint import CheckpointError, convert_checkpoint
+    return _convert(convert_checkpoint, args, (CheckpointError, OSError))
+
+
+def _convert(fn, args, errors) -> int:
     try:
-        path = convert_checkpoint(args.src, args.dst)
-    except (CheckpointError, OSError) as e:
+        path = fn(args.src, args.dst)
+    except errors as e:
         raise UsageError(str(e)) from None
     print(f"wrote {path}")
     return 0

@@ -194,3 +194,16 @@ def _tensor_to_numpy(t) -> np.ndarray:
     if t.is_floating_point():      # bf16/fp16/fp64 -> fp32 (bf16 has no numpy dtype)
         t = t.float()
     return t.numpy()
+
+
+def save_png(path, rgb: np.ndarray) -> Path:
+    """Write an HxWx3 (or HxW) uint8 image as PNG, atomically (temporary file + rename).
+
+    Raises OSError when the folder is not writable; nothing partial is left behind.
+    """
+    import io
+
+    from .result import atomic_write
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -515,7 +515,7 @@ def api_to_ui(prompt: dict, node_classes: dict[str, type]) -> dict:
                     widgets.append("image")
         c = col(nid)
         r = rows[c] = rows.get(c, -1) + 1
-        pos = [40 + 400 * c, 200 + 450 * r]
+        pos = [40 + 400 * c, 220 + 540 * r]
         names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
         nodes.append({
             "id": int(nid), "type": node["class_type"], "pos": pos, "size": [340, 260], "flags": {},
@@ -526,7 +526,7 @@ def api_to_ui(prompt: dict, node_classes: dict[str, type]) -> dict:
             "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets})
         note = node.get("_meta", {}).get("note")
         if note:
-            nodes.append({"id": next_id, "type": "Note", "pos": [pos[0], pos[1] - 160], "size": [340, 130],
+            nodes.append({"id": next_id, "type": "Note", "pos": [pos[0], pos[1] - 190], "size": [340, 140],
                           "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [],
                           "properties": {}, "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
             next_id += 1
