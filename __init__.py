@@ -18,9 +18,12 @@ _ROOT = str(Path(__file__).resolve().parent)
 if importlib.util.find_spec("deforhmr_model") is None and _ROOT not in sys.path:
     sys.path.append(_ROOT)
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
-from .nodes.host import register_model_folders  # noqa: E402
+if __package__:  # loaded as a package, as ComfyUI loads custom nodes
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+    from .nodes.host import register_model_folders  # noqa: E402
 
-register_model_folders()
+    register_model_folders()
+else:  # imported as a plain module, e.g. by pytest when the folder name is no identifier
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}  # (ComfyUI-DeforHMR): nothing to register
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

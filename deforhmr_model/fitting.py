@@ -165,25 +165,28 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
         ValueError: on wrong shapes.
     """
     cfg = config or FitConfig()
-    kp = torch.as_tensor(np.asarray(keypoints), dtype=torch.float32)
-    box = torch.as_tensor(np.asarray(bboxes), dtype=torch.float32)
-    if kp.ndim != 3 or kp.shape[1:] != (17, 3):
-        raise ValueError(f"keypoints must be (P,17,3) COCO-17 (x, y, conf); got {tuple(kp.shape)}")
-    if box.shape != (kp.shape[0], 4):
-        raise ValueError(f"bboxes must be (P,4) xyxy px; got {tuple(box.shape)}")
-    P = kp.shape[0]
-    body = KeypointBody(data)
+    kp_np = np.asarray(keypoints, dtype=np.float32)
+    box_np = np.asarray(bboxes, dtype=np.float32)
+    if kp_np.ndim != 3 or kp_np.shape[1:] != (17, 3):
+        raise ValueError(f"keypoints must be (P,17,3) COCO-17 (x, y, conf); got {kp_np.shape}")
+    if box_np.shape != (kp_np.shape[0], 4):
+        raise ValueError(f"bboxes must be (P,4) xyxy px; got {box_np.shape}")
+    P = kp_np.shape[0]
     if P == 0:
         z = torch.zeros
         return FitResult(z(0, 3, 3), z(0, 23, 3, 3), z(0, 10), z(0, 3), z(0), z(0))
-    pp = torch.tensor(principal_point, dtype=torch.float32)
-    conf = kp[..., 2] * (kp[..., 2] >= cfg.min_confidence)
-    scale = (box[:, 2:] - box[:, :2]).max(-1).values.clamp(min=8.0)
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread is several times faster than two
     try:
-        params, nh = _run(body, cfg, kp, conf, scale, focal_length, pp, init)
+        # autograd must work even when the caller runs under torch.inference_mode (ComfyUI does):
+        # every tensor of the problem is made (or cloned) inside this context
+        with torch.inference_mode(False), torch.enable_grad():
+            if init is not None:
+                init = FitInit(*(t.detach().clone().float().cpu() for t in
+                                 (init.global_orient, init.body_pose, init.betas, init.transl)))
+            params, nh = _run(KeypointBody(data), cfg, torch.from_numpy(kp_np.copy()),
+                              torch.from_numpy(box_np.copy()), focal_length,
+                              torch.tensor(principal_point, dtype=torch.float32), init)
     finally:
         torch.set_num_threads(threads)
     go_f, pose_f, betas_f, transl_f, err, energy = params
@@ -195,25 +198,24 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
     return FitResult(go_f, axis_angle_to_rotmat(pose_f), betas_f, transl_f, err, hyp)
 
 
-def _run(body, cfg, kp, conf, scale, focal_length, pp, init):
+def _run(body, cfg, kp, box, focal_length, pp, init):
     P = kp.shape[0]
-    with torch.enable_grad():
-        if init is None:
-            nh = 2
-            go, transl = _initial_global(body, kp, conf, scale, focal_length, pp)
-            pose0 = relaxed_pose().expand(P * nh, 23, 3).clone()
-            betas0 = torch.zeros(P * nh, body.num_betas)
-            rep = lambda t: t.repeat_interleave(nh, 0)  # noqa: E731
-            kp_h, conf_h, scale_h = rep(kp), rep(conf), rep(scale)
-        else:
-            nh = 1
-            go = init.global_orient.float().reshape(P, 3, 3)
-            transl = init.transl.float().reshape(P, 3)
-            pose0 = rotmat_to_axis_angle(init.body_pose.float().reshape(P, 23, 3, 3))
-            betas0 = init.betas.float().reshape(P, -1)[:, :body.num_betas]
-            kp_h, conf_h, scale_h = kp, conf, scale
-        params = _optimise(body, cfg, go, pose0, betas0, transl, kp_h, conf_h, scale_h,
-                           focal_length, pp, refine=init is not None)
+    conf = kp[..., 2] * (kp[..., 2] >= cfg.min_confidence)
+    scale = (box[:, 2:] - box[:, :2]).max(-1).values.clamp(min=8.0)
+    if init is None:  # two facing hypotheses per person, interleaved
+        nh = 2
+        go, transl = _initial_global(body, kp, conf, scale, focal_length, pp)
+        pose0 = relaxed_pose().expand(P * nh, 23, 3).clone()
+        betas0 = torch.zeros(P * nh, body.num_betas)
+        kp, conf, scale = (t.repeat_interleave(nh, 0) for t in (kp, conf, scale))
+    else:
+        nh = 1
+        go = init.global_orient.reshape(P, 3, 3)
+        transl = init.transl.reshape(P, 3)
+        pose0 = rotmat_to_axis_angle(init.body_pose.reshape(P, 23, 3, 3))
+        betas0 = init.betas.reshape(P, -1)[:, :body.num_betas]
+    params = _optimise(body, cfg, go, pose0, betas0, transl, kp, conf, scale,
+                       focal_length, pp, refine=init is not None)
     return params, nh
 
 

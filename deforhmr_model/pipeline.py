@@ -74,7 +74,7 @@ class HMRPipeline:
             self.body_data = body
         self.body = BodyModel(self.body_data).to(self.device)
         self.model = self._load_network(model, dtype)
-        self.model_name = (getattr(self.model, "name", None) or str(model)) if self.model is not None else None
+        self.model_name = _model_name(model, self.model)
         self.refine = refine
         self.max_people = max_people
         self.det_threshold = det_threshold
@@ -169,7 +169,7 @@ class HMRPipeline:
         dev = self.device.type
         with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
             pred = self.model(x)
-        go, bp, betas, cam = (t.float().cpu() for t in (pred.global_orient, pred.body_pose, pred.betas, pred.pred_cam))
+        go, bp, betas, cam = (t.float().cpu().clone() for t in (pred.global_orient, pred.body_pose, pred.betas, pred.pred_cam))
         if (cam[:, 0] <= 1e-2).any():  # s <= 0 would put the body behind the camera
             log.warning("network predicted a non-positive camera scale for %d person(s); clamped",
                         int((cam[:, 0] <= 1e-2).sum()))
@@ -232,3 +232,13 @@ class HMRPipeline:
             lbs_weights=np.asarray(d.lbs_weights, np.float32), parents=np.asarray(d.parents, np.int32),
             joint_names=list(d.joint_names), body_model={"id": d.id, "name": d.name, "license": d.license},
             model={"name": self.model_name} if self.model is not None else {})
+
+
+def _model_name(spec, model) -> str | None:
+    """A short name for results: the checkpoint's file stem or name, else the variant."""
+    if model is None:
+        return None
+    if isinstance(spec, (str, Path)):
+        return Path(spec).stem if str(spec).endswith(".safetensors") else str(spec)
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "variant", None) or type(model).__name__

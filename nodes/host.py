@@ -182,12 +182,14 @@ def load_to_device(patcher) -> None:
         mm.load_models_gpu([patcher])
 
 
-def autograd_allowed():
-    """Context that leaves ``torch.inference_mode``: ComfyUI runs every node inside it, but the
-    library's keypoint fitting optimises with autograd, and tensors it keeps (the pipeline's body
-    model) must not be inference tensors."""
+def autograd_allowed(needed: bool = True):
+    """Context that leaves ``torch.inference_mode`` when ``needed``: ComfyUI runs every node inside
+    it, but the library's keypoint fitting optimises with autograd, and tensors the pipeline keeps
+    (its body model) must not be inference tensors. Network inference stays in inference mode."""
+    import contextlib
+
     import torch
-    return torch.inference_mode(False)
+    return torch.inference_mode(False) if needed else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- progress / interrupt

@@ -54,7 +54,8 @@ class RecoverHumanMesh:
             chunk = frames[start:start + step]
             dets = (people.frames[start:start + step] if people is not None
                     else [pipe.detect(f) for f in chunk])
-            with host.autograd_allowed():  # fitting needs autograd; ComfyUI runs nodes in inference mode
+            # ComfyUI runs nodes in inference mode; only the keypoint fit (no network) needs autograd
+            with host.autograd_allowed(pipe.model is None or pipe.refine):
                 results.extend(pipe.recover(chunk, dets))
             pbar.update(len(chunk))
         return (results,)

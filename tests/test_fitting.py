@@ -86,3 +86,11 @@ def test_low_confidence_keypoints_are_ignored_and_shapes_checked(body_data):
         fit_to_keypoints(body_data, kp[:, :10], boxes, F, PP)
     empty = fit_to_keypoints(body_data, torch.zeros(0, 17, 3), torch.zeros(0, 4), F, PP)
     assert empty.body_pose.shape == (0, 23, 3, 3)
+
+
+def test_fitting_works_inside_inference_mode(body_data):
+    """ComfyUI runs nodes under torch.inference_mode; fitting must still optimise."""
+    R, betas, transl, kp, boxes, _ = _scene(body_data)
+    with torch.inference_mode():
+        fit = fit_to_keypoints(body_data, kp, boxes, F, PP, config=FitConfig(iters_global=10, iters_full=20))
+    assert torch.isfinite(fit.transl).all() and (fit.reprojection_error < 40).all()

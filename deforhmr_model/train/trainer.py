@@ -159,6 +159,8 @@ class Trainer:
                  dist: DistInfo = DistInfo()):
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         self.model = model.to(self.device)
+        if cfg.zero_init_readout:
+            zero_readout(self.model)
         self.loss = HMRLoss(body, joints, cfg.loss).to(self.device)
         self.step_module = _Step(self.model)
         if dist.world > 1:
@@ -166,8 +168,6 @@ class Trainer:
             self.ddp = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids)
         else:
             self.ddp = self.step_module
-        if cfg.zero_init_readout:
-            zero_readout(self.model)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.plan = BatchPlan(train_source, cfg.global_batch, dist.world, dist.rank, cfg.accum, cfg.seed)
         self.features = None
