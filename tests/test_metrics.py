@@ -238,7 +238,6 @@ def test_eval_cli_pck_and_errors(eval_data, tmp_path, capsys):
     assert _eval(["--model", str(exact), "--model", str(wrong), "--dataset", str(root / "gen" / "twod.npz"),
                   "--body", str(body_file), "--device", "cpu", "--output", str(out)]) == 0
     rep = {r["model"]: r["overall"] for r in json.loads(out.read_text())["reports"]}
-    print(rep)
     assert rep["exact"]["pck@0.05"] > 0.9 and rep["exact"]["pck@0.1"] == 1.0
     assert rep["raised"]["pck@0.1"] < 0.95
     capsys.readouterr()

@@ -317,3 +317,27 @@ def test_train_cli_synth_and_fit(synth, tmp_path, capsys):
     assert run(["train", "fit", "--data", str(data), "--out", str(tmp_path / "y"), "--backbone", "vit-tiny",
                 "--body", str(body), "--batch", "5", "--accum", "2"]) == 1
     assert "not divisible" in capsys.readouterr().err
+
+
+def test_feature_cache_matches_the_encoder_on_the_same_augmented_crop(synth, tmp_path):
+    from deforhmr_model.train.loader import TrainDataset
+    source = MixedSource([NpzSource(synth["val"])])
+    cfg = TrainConfig(out_dir=str(tmp_path / "c"), global_batch=8, aug=AugConfig(enabled=True),
+                      cache_features=True, aug_variants=2, max_steps=0, progress=False)
+    trainer = Trainer(cfg, tiny_model(), synth["body"], synth["joints"], source)
+    trainer.fit()
+    assert trainer.features.ready and trainer.features.path.stat().st_size == 64 * 2 * 64 * 16 * 12 * 2
+    images = TrainDataset(source, cfg.aug, cfg.seed)
+    for index, epoch in ((0, 0), (5, 1), (5, 3), (63, 2)):
+        cached = trainer.dataset[(index, epoch)]
+        plain = images[(index, epoch % 2)]
+        with torch.no_grad():
+            f = trainer.model.forward_features(plain["img"][None])[0]
+        torch.testing.assert_close(cached["features"], f, atol=2e-2, rtol=1e-2)
+        for k in ("keypoints_2d", "keypoints_3d", "global_orient", "body_pose"):
+            assert torch.equal(cached[k], plain[k]), k
+    # a second trainer with the same encoder, data and augmentation reuses the cache file
+    again = Trainer(cfg, tiny_model(), synth["body"], synth["joints"], source)
+    assert again.features.path == trainer.features.path and again.features.ready
+    other = Trainer(cfg, tiny_model(seed=1), synth["body"], synth["joints"], source)
+    assert other.features.path != trainer.features.path                       # different encoder weights

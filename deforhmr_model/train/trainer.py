@@ -296,9 +296,8 @@ class Trainer:
             return
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.cfg.progress:
-            from tqdm import tqdm
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        from tqdm import tqdm
+        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
     def save_checkpoint(self) -> Path:
         """Write the checkpoint folder for the current step (all ranks call this)."""
