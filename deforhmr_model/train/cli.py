@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def _add_fit(sub) -> None:
     f.add_argument("--cache-features", action="store_true", help="pre-compute frozen-encoder features")
     f.add_argument("--aug-variants", type=int, default=1, help="augmented crops per sample in cached mode")
     f.add_argument("--cache-dir", default=None, help="feature cache folder (default OUT/feature_cache)")
-    f.add_argument("--workers", type=int, default=4, help="data-loader worker processes")
+    f.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data-loader worker processes (default: min(4, CPU count))")
     f.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda")
     f.add_argument("--no-bf16", action="store_true", help="float32 on GPU instead of bf16 autocast")
     f.add_argument("--grad-clip", type=float, default=None)
