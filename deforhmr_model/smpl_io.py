@@ -228,14 +228,27 @@ def read_smpl_pkl(path: str | os.PathLike) -> Any:
         SMPLFileError: the file is not a readable pickle, or a chumpy object has no array.
     """
     path = Path(path)
-    data = path.read_bytes()
+    return safe_unpickle(path.read_bytes(), path, kind="SMPL pickle")
+
+
+def safe_unpickle(data: bytes, source: str | os.PathLike = "<pickle>", kind: str = "pickle") -> Any:
+    """Unpickle bytes with the allow-list unpickler used for SMPL files: numpy arrays, scipy
+    csc/csr matrices, chumpy arrays (as ndarrays) and plain containers; nothing else is
+    constructed and no pickled code runs. Also used for joint regressors and webdataset
+    ``.pyd`` labels.
+
+    Raises:
+        UnsafePickleError: a class outside the allowed set is referenced (named).
+        SMPLFileError: not a readable pickle (``source`` names it in the message).
+    """
+    src = Path(str(source))
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data), path).load()
+        obj = _RestrictedUnpickler(io.BytesIO(data), src).load()
     except SMPLFileError:
         raise
     except Exception as e:  # truncated/corrupt pickles raise many types
-        raise SMPLFileError(f"{path}: not a readable SMPL pickle ({type(e).__name__}: {e})") from None
-    return _resolve(obj, path)
+        raise SMPLFileError(f"{src}: not a readable {kind} ({type(e).__name__}: {e})") from None
+    return _resolve(obj, src)
 
 
 class _ChumpyStub:

@@ -19,8 +19,6 @@ fine for synthetic data that is labelled the same way, biased on real data).
 """
 from __future__ import annotations
 
-import io
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,27 +84,11 @@ PROTOCOLS = {
 }
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that rebuilds numpy arrays (and scipy sparse matrices) only, never arbitrary objects."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "slice"),
-        ("scipy.sparse.csc", "csc_matrix"), ("scipy.sparse.csr", "csr_matrix"),
-        ("scipy.sparse._csc", "csc_matrix"), ("scipy.sparse._csr", "csr_matrix"),
-        ("collections", "OrderedDict"), ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are read)")
-
-
 def safe_unpickle(data: bytes):
-    """Load a pickle that holds only numpy arrays/dicts/lists (latin1 for Python 2 pickles)."""
-    return _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
+    """Load a pickle of numpy arrays/containers with :func:`deforhmr_model.smpl_io.safe_unpickle`'s
+    allow-list (Python-2 pickles read as latin1). Raises ``SMPLFileError`` (a ValueError)."""
+    from ..smpl_io import safe_unpickle as _safe
+    return _safe(data, "<regressor/label pickle>")
 
 
 def load_regressor(path: str | Path, rows: int, num_vertices: int | None = None) -> np.ndarray:
