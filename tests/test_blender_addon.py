@@ -26,6 +26,8 @@ from scipy.spatial.transform import Rotation
 from deforhmr_model import result as result_mod
 from deforhmr_model.result import ImageResult, PersonResult, save_result
 
+from .body_fixtures import REST_JOINTS as SHARED_REST_JOINTS
+
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = Path(os.environ.get("DEFORHMR_SHARED", REPO.parent / "shared")) / "photos" / "dev"
 ADDON = REPO / "blender_addon"
@@ -55,13 +57,7 @@ def _load(name: str):
 # --- a synthetic skinned body in SMPL's layout (used until/unless the pipeline runs) ----
 
 # Rough SMPL T-pose joints (m, body frame: Y up, facing +Z, +X the body's left).
-_REST_JOINTS = np.array([
-    [0.0, -0.22, 0.03], [0.06, -0.31, 0.02], [-0.06, -0.31, 0.02], [0.0, -0.11, 0.0],
-    [0.10, -0.69, 0.02], [-0.11, -0.70, 0.02], [0.01, 0.03, 0.03], [0.09, -1.09, -0.02],
-    [-0.09, -1.10, -0.03], [0.0, 0.08, 0.03], [0.12, -1.15, 0.10], [-0.11, -1.15, 0.10],
-    [-0.01, 0.29, 0.01], [0.08, 0.20, 0.02], [-0.08, 0.19, 0.01], [0.01, 0.35, 0.06],
-    [0.17, 0.23, 0.0], [-0.17, 0.23, 0.01], [0.43, 0.21, -0.03], [-0.43, 0.21, -0.03],
-    [0.69, 0.22, -0.02], [-0.69, 0.22, -0.02], [0.77, 0.21, -0.03], [-0.77, 0.21, -0.03]])
+_REST_JOINTS = SHARED_REST_JOINTS  # tests/body_fixtures.py: SMPL-like T-pose joints (m)
 
 
 def synthetic_body():

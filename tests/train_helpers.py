@@ -15,14 +15,10 @@ import numpy as np
 from deforhmr_model.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, load_body_data
 from deforhmr_model.smpl_io import write_body_npz
 
+from .body_fixtures import REST_JOINTS as SHARED_REST_JOINTS
+
 # Rough SMPL T-pose joints (m, body frame: Y up, facing +Z, +X the body's left).
-REST_JOINTS = np.array([
-    [0.0, -0.22, 0.03], [0.06, -0.31, 0.02], [-0.06, -0.31, 0.02], [0.0, -0.11, 0.0],
-    [0.10, -0.69, 0.02], [-0.11, -0.70, 0.02], [0.01, 0.03, 0.03], [0.09, -1.09, -0.02],
-    [-0.09, -1.10, -0.03], [0.0, 0.08, 0.03], [0.12, -1.15, 0.10], [-0.11, -1.15, 0.10],
-    [-0.01, 0.29, 0.01], [0.08, 0.20, 0.02], [-0.08, 0.19, 0.01], [0.01, 0.35, 0.06],
-    [0.17, 0.23, 0.0], [-0.17, 0.23, 0.01], [0.43, 0.21, -0.03], [-0.43, 0.21, -0.03],
-    [0.69, 0.22, -0.02], [-0.69, 0.22, -0.02], [0.77, 0.21, -0.03], [-0.77, 0.21, -0.03]])
+REST_JOINTS = SHARED_REST_JOINTS  # tests/body_fixtures.py: SMPL-like T-pose joints (m)
 _THICK = {0: 0.09, 3: 0.09, 6: 0.09, 9: 0.08, 1: 0.06, 2: 0.06, 4: 0.05, 5: 0.05, 15: 0.09}
 
 
