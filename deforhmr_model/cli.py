@@ -74,9 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("dst", metavar="NPZ")
     cs.set_defaults(func=_cmd_convert_smpl)
 
-    cc = sub.add_parser("convert-checkpoint", help="import an HMR 2.0 .ckpt / DeforHMR file to .safetensors")
+    cc = sub.add_parser("convert-checkpoint",
+                        help="import an HMR 2.0 .ckpt, a ViTPose .pth or a DeforHMR file to .safetensors")
     cc.add_argument("src")
     cc.add_argument("dst")
+    cc.add_argument("--variant", default=None,
+                    help="model variant to build around a ViTPose .pth encoder (e.g. def-m); "
+                         "an HMR 2.0 .ckpt is always reg-s")
+    cc.add_argument("--backbone", default=None, help="encoder size (default: read from the file)")
+    cc.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                    help="store the weights in this dtype (default: as loaded)")
     cc.set_defaults(func=_cmd_convert_checkpoint)
 
     for name, mod in (("train", "deforhmr_model.train.cli"), ("eval", "deforhmr_model.eval.cli")):
@@ -228,13 +235,18 @@ def _cmd_convert_smpl(args) -> int:
 
 
 def _cmd_convert_checkpoint(args) -> int:
+    import torch
+
     from .checkpoint import CheckpointError, convert_checkpoint
-    return _convert(convert_checkpoint, args, (CheckpointError, OSError))
+    from .weights import MissingModelFileError
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    return _convert(convert_checkpoint, args, (CheckpointError, MissingModelFileError, OSError),
+                    variant=args.variant, backbone=args.backbone, dtype=dtype)
 
 
-def _convert(fn, args, errors) -> int:
+def _convert(fn, args, errors, **kwargs) -> int:
     try:
-        path = fn(args.src, args.dst)
+        path = fn(args.src, args.dst, **kwargs)
     except errors as e:
         raise UsageError(str(e)) from None
     print(f"wrote {path}")

@@ -94,3 +94,17 @@ def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "deforhmr_model.cli", "infer", "--help"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "--refine" in out.stdout
+
+
+def test_convert_checkpoint_command(tmp_path, capsys):
+    import torch
+
+    from deforhmr_model.checkpoint import load_model, save_checkpoint
+    from deforhmr_model.model import build_model
+    src = save_checkpoint(build_model("reg-s", "vit-tiny", depth=1, dim=32, mlp_dim=32), tmp_path / "a.safetensors")
+    assert main(["convert-checkpoint", str(src), str(tmp_path / "b.safetensors"), "--dtype", "bfloat16"]) == 0
+    m = load_model(tmp_path / "b.safetensors")
+    assert m.config.variant == "reg-s"
+    assert next(iter(load_model(tmp_path / "b.safetensors", dtype=torch.bfloat16).parameters())).dtype == torch.bfloat16
+    assert main(["convert-checkpoint", str(tmp_path / "missing.ckpt"), str(tmp_path / "c.safetensors")]) == 2
+    assert "missing.ckpt" in capsys.readouterr().err
