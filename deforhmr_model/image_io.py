@@ -205,5 +205,6 @@ def save_png(path, rgb: np.ndarray) -> Path:
 
     from .result import atomic_write
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
+    # compress_level 1: 4x faster than the default 6 on big photos, files ~15% larger
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
