@@ -173,6 +173,13 @@ def _cmd_infer(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise UsageError(f"--device {args.device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available in this torch build/machine; "
+                         "use --device cpu (or install a CUDA build of torch)")
+    try:
         pipe = HMRPipeline(model=args.model, body=args.body, device=args.device, refine=args.refine,
                            max_people=args.max_people, det_threshold=args.det_threshold,
                            min_person=args.min_person)

@@ -108,3 +108,13 @@ def test_convert_checkpoint_command(tmp_path, capsys):
     assert next(iter(load_model(tmp_path / "b.safetensors", dtype=torch.bfloat16).parameters())).dtype == torch.bfloat16
     assert main(["convert-checkpoint", str(tmp_path / "missing.ckpt"), str(tmp_path / "c.safetensors")]) == 2
     assert "missing.ckpt" in capsys.readouterr().err
+
+
+def test_unavailable_device_is_a_usage_error(tmp_path, capsys, photos):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--device", "cuda")
+    assert code == 2 and "CUDA is not available" in err and "Traceback" not in err
+    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--device", "gpu0")
+    assert code == 2 and "--device" in err
