@@ -209,7 +209,8 @@ def _cmd_infer(args) -> int:
             failed += 1
             continue
         done += 1
-        tqdm.write(f"{path}: {len(result.people)} people -> {', '.join(p.name for p in written)}")
+        n = len(result.people)
+        tqdm.write(f"{path}: {n} {'person' if n == 1 else 'people'} -> {', '.join(p.name for p in written)}")
     print(f"deforhmr: {done} image(s) written to {out}, {empty} without people, {failed} failed",
           file=sys.stderr)
     return 0 if done else 1
