@@ -14,7 +14,8 @@ Objective (per person, batched over people and hypotheses)::
     E = E_2D + w_pose E_pose + w_limits E_limits + w_shape |betas|^2
 
 * ``E_2D``: confidence-weighted Geman-McClure robust reprojection error of the
-  17 COCO keypoints, residuals in units of the person's box size (so the
+  17 COCO keypoints plus heels, toes and hands (BlazePose gives them; they orient
+  the feet and hands), residuals in units of the person's box size (so the
   weights do not depend on image resolution); sigma is annealed from 0.5 to
   0.1 box so that far-off limbs still get a gradient early on.
 * ``E_pose``: squared axis-angle distance to the prior mean (relaxed A-pose, or
@@ -24,9 +25,9 @@ Objective (per person, batched over people and hypotheses)::
   convention: knee flexion is +X, left elbow flexion -Y, right elbow +Y);
   penalises hyper-extension and off-axis rotation.
 
-Only the 24 joints and 5 face vertices enter the objective, so each iteration
-is a 24-joint forward-kinematics chain (no full-mesh skinning): pose-corrective
-blend shapes are ignored for the 5 face vertices (< 1 cm).
+Only the 24 joints and 9 vertices (face points, heels, toes) enter the objective,
+so each iteration is a 24-joint forward-kinematics chain (no full-mesh skinning):
+pose-corrective blend shapes are ignored for those vertices (< 1 cm).
 
 Camera: pinhole, OpenCV frame, focal length and principal point in px; the
 body's global rotation and translation are expressed in that frame.
@@ -46,7 +47,14 @@ from .rotation import axis_angle_to_rotmat, rot6d_to_rotmat, rotmat_to_axis_angl
 # COCO-17 keypoint -> SMPL joint index (body keypoints); face keypoints come from vertices.
 COCO_TO_SMPL_JOINT = {5: 16, 6: 17, 7: 18, 8: 19, 9: 20, 10: 21, 11: 1, 12: 2, 13: 4, 14: 5, 15: 7, 16: 8}
 COCO_FACE = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")  # COCO indices 0..4
-KEYPOINT_WEIGHTS = np.array([0.5, 0.3, 0.3, 0.3, 0.3] + [1.0] * 12, np.float32)
+# Extremity keypoints after the COCO-17 (indices 17..22): they orient the feet and hands.
+EXTRA_NAMES = ("left_heel", "right_heel", "left_toe", "right_toe", "left_hand", "right_hand")
+NUM_KEYPOINTS = 17 + len(EXTRA_NAMES)
+KEYPOINT_WEIGHTS = np.array([0.5, 0.3, 0.3, 0.3, 0.3] + [1.0] * 12 + [1.0] * 4 + [0.5] * 2, np.float32)
+SMPL_FOOT_VERTEX_IDS = {"left_heel": 3387, "right_heel": 6787, "left_toe": 3216, "right_toe": 6617}
+# BlazePose landmark indices: heels 29/30, foot index (toe tip) 31/32, pinky 17/18, index 19/20
+_BLAZEPOSE_FEET = (29, 30, 31, 32)
+_BLAZEPOSE_HANDS = ((17, 19), (18, 20))
 L_KNEE, R_KNEE, L_ELBOW, R_ELBOW = 4, 5, 18, 19
 
 
@@ -81,7 +89,7 @@ class FitInit:
 class FitResult:
     """Fitted parameters: global_orient (P,3,3), body_pose (P,23,3,3), betas (P,10),
     transl (P,3) metres (OpenCV camera frame); reprojection_error (P,) mean px over
-    the keypoints used; hypothesis (P,) 0 = facing the camera, 1 = facing away."""
+    the COCO-17 keypoints used; hypothesis (P,) 0 = facing the camera, 1 = facing away."""
 
     global_orient: torch.Tensor
     body_pose: torch.Tensor
@@ -92,7 +100,8 @@ class FitResult:
 
 
 class KeypointBody:
-    """Minimal differentiable body for fitting: 24 joints + 5 face vertices from betas and pose.
+    """Minimal differentiable body for fitting: 24 joints + 9 vertices (5 face points, heels,
+    toes) from betas and pose.
 
     Built from a ``BodyModelData``'s arrays: v_template (V,3), shapedirs (V,3,S),
     J_regressor (24,V), lbs_weights (V,24), parents (24,), face_vertex_ids.
@@ -104,10 +113,11 @@ class KeypointBody:
         sd = torch.as_tensor(np.asarray(data.shapedirs, np.float32))[..., :num_betas]
         self.J_template = J_reg @ v_t                                    # (24,3)
         self.J_shapedirs = torch.einsum("jv,vcs->jcs", J_reg, sd)         # (24,3,S)
-        ids = [int(data.face_vertex_ids[k]) for k in COCO_FACE]
-        self.F_template = v_t[ids]                                        # (5,3)
-        self.F_shapedirs = sd[ids]                                        # (5,3,S)
-        self.F_weights = torch.as_tensor(np.asarray(data.lbs_weights, np.float32))[ids]  # (5,24)
+        feet = foot_vertex_ids(data)
+        ids = [int(data.face_vertex_ids[k]) for k in COCO_FACE] + [feet[k] for k in EXTRA_NAMES[:4]]
+        self.F_template = v_t[ids]                                        # (9,3)
+        self.F_shapedirs = sd[ids]                                        # (9,3,S)
+        self.F_weights = torch.as_tensor(np.asarray(data.lbs_weights, np.float32))[ids]  # (9,24)
         self.parents = torch.as_tensor(np.asarray(data.parents, np.int64))
         self.num_betas = num_betas
 
@@ -115,15 +125,48 @@ class KeypointBody:
         """(B,S) betas -> (B,24,3) rest joints, body frame, metres."""
         return self.J_template + torch.einsum("bs,jcs->bjc", betas, self.J_shapedirs)
 
-    def coco17(self, rotmats: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor) -> torch.Tensor:
-        """rotmats (B,24,3,3), betas (B,S), transl (B,3) -> (B,17,3) camera-frame keypoints."""
+    def keypoints(self, rotmats: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor) -> torch.Tensor:
+        """rotmats (B,24,3,3), betas (B,S), transl (B,3) -> (B,23,3) camera-frame keypoints:
+        COCO-17, then :data:`EXTRA_NAMES` (heels and toes from vertices, hands = SMPL joints 22/23)."""
         J = self.rest_joints(betas)
         posed_J, A = batch_rigid_transform(rotmats, J, self.parents, dtype=rotmats.dtype)
         Fv = self.F_template + torch.einsum("bs,fcs->bfc", betas, self.F_shapedirs)
         T = torch.einsum("fj,bjmn->bfmn", self.F_weights, A)
-        face = (T[..., :3, :3] @ Fv[..., None])[..., 0] + T[..., :3, 3]
+        verts = (T[..., :3, :3] @ Fv[..., None])[..., 0] + T[..., :3, 3]
         body = posed_J[:, [COCO_TO_SMPL_JOINT[i] for i in range(5, 17)]]
-        return torch.cat([face, body], 1) + transl[:, None]
+        return torch.cat([verts[:, :5], body, verts[:, 5:], posed_J[:, [22, 23]]], 1) + transl[:, None]
+
+    def coco17(self, rotmats: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor) -> torch.Tensor:
+        """The first 17 of :meth:`keypoints` (COCO-17), (B,17,3)."""
+        return self.keypoints(rotmats, betas, transl)[:, :17]
+
+
+def foot_vertex_ids(data) -> dict[str, int]:
+    """Heel and toe-tip vertex of each foot: SMPL's known ids on a 6890-vertex SMPL mesh,
+    otherwise found on the rest mesh: among the vertices skinned mostly to an ankle/foot
+    joint, the rearmost (heel) and foremost (toe) in the bottom 3 cm (body frame, +Z forward)."""
+    v = np.asarray(data.v_template, np.float32)
+    if v.shape[0] == 6890 and str(getattr(data, "id", "")).startswith("smpl"):
+        return dict(SMPL_FOOT_VERTEX_IDS)
+    owner = np.asarray(data.lbs_weights).argmax(1)
+    out = {}
+    for side, joints in (("left", (7, 10)), ("right", (8, 11))):
+        idx = np.flatnonzero(np.isin(owner, joints))
+        low = idx[v[idx, 1] < v[idx, 1].min() + 0.03]
+        out[f"{side}_heel"] = int(low[v[low, 2].argmin()])
+        out[f"{side}_toe"] = int(low[v[low, 2].argmax()])
+    return out
+
+
+def extremity_keypoints(blazepose: np.ndarray) -> np.ndarray:
+    """(..., 33, 3) BlazePose landmarks (x px, y px, visibility) -> (..., 6, 3) keypoints in
+    :data:`EXTRA_NAMES` order; a hand is the midpoint of the index and pinky knuckles
+    (confidence: the smaller of the two)."""
+    b = np.asarray(blazepose, np.float32)
+    feet = b[..., list(_BLAZEPOSE_FEET), :]
+    hands = [np.concatenate([(b[..., i, :2] + b[..., j, :2]) / 2,
+                             np.minimum(b[..., i, 2:], b[..., j, 2:])], -1) for i, j in _BLAZEPOSE_HANDS]
+    return np.concatenate([feet, np.stack(hands, -2)], -2)
 
 
 def relaxed_pose() -> torch.Tensor:
@@ -135,20 +178,29 @@ def relaxed_pose() -> torch.Tensor:
     return pose[1:]
 
 
-def joint_prior_weights() -> torch.Tensor:
-    """(23,) per-joint weights of the pose prior (unobserved joints held strongly)."""
+def joint_prior_weights(conf: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-joint weights of the pose prior (unobserved joints held strongly): (23,), or
+    (N,23) given keypoint confidences (N,23), where an ankle whose heel and toe are both
+    seen, or a wrist whose hand is seen, is held less."""
     w = torch.ones(24)
     w[[3, 6, 9]] = 6.0        # spine
     w[[12, 15]] = 4.0         # neck, head
     w[[13, 14]] = 8.0         # collars
     w[[10, 11, 22, 23]] = 20.0  # feet, hands
-    w[[7, 8, 20, 21]] = 8.0   # ankles, wrists: orientation not observed
-    return w[1:]
+    w[[7, 8, 20, 21]] = 8.0   # ankles, wrists: orientation not observed ...
+    w = w[1:]
+    if conf is None:
+        return w
+    w = w.expand(conf.shape[0], 23).clone()
+    for joint, kps in ((7, (17, 19)), (8, (18, 20)), (20, (21,)), (21, (22,))):
+        seen = (conf[:, list(kps)] > 0).all(-1)
+        w[:, joint - 1] = torch.where(seen, torch.full_like(w[:, 0], 0.5), w[:, joint - 1])  # ... unless seen
+    return w
 
 
 def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_length: float,
                      principal_point: tuple[float, float], init: FitInit | None = None,
-                     config: FitConfig | None = None) -> FitResult:
+                     config: FitConfig | None = None, extra_keypoints=None) -> FitResult:
     """Fit bodies to 2D keypoints, batched over people.
 
     Args:
@@ -159,6 +211,9 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
         init: optional :class:`FitInit` (network estimate); None fits from a mean pose
             with two facing hypotheses and keeps the better.
         config: :class:`FitConfig`.
+        extra_keypoints: optional (P,6,3) heels, toes and hands (:data:`EXTRA_NAMES`, x px, y px,
+            confidence), e.g. :func:`extremity_keypoints` of BlazePose's 33 landmarks; they
+            orient the feet and hands. None: not used.
     Returns:
         :class:`FitResult` (float32, CPU).
     Raises:
@@ -172,6 +227,11 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
     if box_np.shape != (kp_np.shape[0], 4):
         raise ValueError(f"bboxes must be (P,4) xyxy px; got {box_np.shape}")
     P = kp_np.shape[0]
+    extra = (np.zeros((P, 6, 3), np.float32) if extra_keypoints is None
+             else np.asarray(extra_keypoints, np.float32))
+    if extra.shape != (P, 6, 3):
+        raise ValueError(f"extra_keypoints must be (P,6,3) {EXTRA_NAMES}; got {extra.shape}")
+    kp_np = np.concatenate([kp_np, extra], 1)
     if P == 0:
         z = torch.zeros
         return FitResult(z(0, 3, 3), z(0, 23, 3, 3), z(0, 10), z(0, 3), z(0), z(0))
@@ -226,21 +286,21 @@ def _optimise(body, cfg, go, pose0, betas0, transl0, kp, conf, scale, focal, pp,
     transl = transl0.clone().requires_grad_(True)
     prior_mean = pose0.detach()
     z0 = transl0[:, 2].detach()
-    wj = joint_prior_weights()
-    torso = torch.zeros(17)
+    wj = joint_prior_weights(conf)
+    torso = torch.zeros(NUM_KEYPOINTS)
     torso[[5, 6, 11, 12]] = 1.0
     kw = torch.as_tensor(KEYPOINT_WEIGHTS)
 
     def energy(sigma, kp_weights, full):
         R = torch.cat([rot6d_to_rotmat(rot6d)[:, None], axis_angle_to_rotmat(pose)], 1)
-        proj = perspective_projection(body.coco17(R, betas, transl), focal, pp)
+        proj = perspective_projection(body.keypoints(R, betas, transl), focal, pp)
         r2 = (((proj - kp[..., :2]) / scale[:, None, None]) ** 2).sum(-1)
         w = conf * kp_weights
         rho = sigma ** 2 * r2 / (sigma ** 2 + r2)
         e2d = 100.0 * (w * rho).sum(-1) / w.sum(-1).clamp(min=1e-6)  # residuals in units of box/10
         e = e2d + cfg.w_depth * 0.01 * ((transl[:, 2] - z0) / z0) ** 2
         if full:
-            e = e + cfg.w_pose * (wj[:, None] * (pose - prior_mean) ** 2).sum((-1, -2)) * (0.1 if refine else 1.0)
+            e = e + cfg.w_pose * (wj[..., None] * (pose - prior_mean) ** 2).sum((-1, -2)) * (0.1 if refine else 1.0)
             e = e + cfg.w_limits * _limit_penalty(pose) + cfg.w_shape * (betas ** 2).sum(-1)
         return e, proj
 
@@ -261,8 +321,8 @@ def _optimise(body, cfg, go, pose0, betas0, transl0, kp, conf, scale, focal, pp,
         opt.step()
     with torch.no_grad():
         e, proj = energy(cfg.sigma_end, kw, True)
-        used = (conf > 0).float()
-        err_px = ((proj - kp[..., :2]).norm(dim=-1) * used).sum(-1) / used.sum(-1).clamp(min=1)
+        used = (conf[:, :17] > 0).float()  # reported error: COCO-17 keypoints
+        err_px = ((proj - kp[..., :2])[:, :17].norm(dim=-1) * used).sum(-1) / used.sum(-1).clamp(min=1)
     return (rot6d_to_rotmat(rot6d.detach()), pose.detach(), betas.detach(), transl.detach(), err_px, e)
 
 

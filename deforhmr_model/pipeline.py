@@ -26,7 +26,7 @@ import torch
 from .body import BodyModel, default_body_data, load_body_data
 from .camera import cam_crop_to_full, default_focal_length, perspective_projection
 from .crop import crop_person
-from .fitting import FitConfig, FitInit, fit_to_keypoints
+from .fitting import FitConfig, FitInit, extremity_keypoints, fit_to_keypoints
 from .image_io import load_image
 from .result import ImageResult, PersonResult
 
@@ -38,6 +38,7 @@ class _Person:
     bbox: np.ndarray          # (4,) xyxy px
     score: float
     keypoints_coco: np.ndarray  # (17,3)
+    keypoints_extra: np.ndarray | None = None  # (6,3) heels, toes, hands (fitting.EXTRA_NAMES)
 
 
 class HMRPipeline:
@@ -122,7 +123,8 @@ class HMRPipeline:
         """Bodies for given detections. images: list of HxWx3 uint8 RGB; detections: per image,
         objects with ``bbox`` (4,), ``score`` and ``keypoints_coco`` (17,3)."""
         people = [[_Person(np.asarray(d.bbox, np.float32), float(d.score),
-                           np.asarray(d.keypoints_coco, np.float32)) for d in dets] for dets in detections]
+                           np.asarray(d.keypoints_coco, np.float32), _extra_keypoints(d))
+                   for d in dets] for dets in detections]
         cams = [self._camera(im) for im in images]
         init = self._network(images, people, cams) if self.model is not None else [None] * len(images)
         out = []
@@ -200,7 +202,10 @@ class HMRPipeline:
             return None
         kp = np.stack([p.keypoints_coco for p in ppl])
         bb = np.stack([p.bbox for p in ppl])
-        r = fit_to_keypoints(self.body_data, kp, bb, focal, pp, init=init, config=self.fit_config)
+        extra = np.stack([p.keypoints_extra if p.keypoints_extra is not None else np.zeros((6, 3), np.float32)
+                          for p in ppl])
+        r = fit_to_keypoints(self.body_data, kp, bb, focal, pp, init=init, config=self.fit_config,
+                             extra_keypoints=extra)
         return FitInit(r.global_orient, r.body_pose, r.betas, r.transl)
 
     def _build_result(self, image, ppl, focal, pp, params: FitInit | None, method,
@@ -232,6 +237,14 @@ class HMRPipeline:
             lbs_weights=np.asarray(d.lbs_weights, np.float32), parents=np.asarray(d.parents, np.int32),
             joint_names=list(d.joint_names), body_model={"id": d.id, "name": d.name, "license": d.license},
             model={"name": self.model_name} if self.model is not None else {})
+
+
+def _extra_keypoints(det) -> np.ndarray | None:
+    """Heels, toes and hands (6,3) from a detection's 33 BlazePose landmarks, if it has them."""
+    kp = getattr(det, "keypoints", None)
+    if kp is None or np.shape(kp) != (33, 3):
+        return None
+    return extremity_keypoints(kp)
 
 
 def _model_name(spec, model) -> str | None:

@@ -94,3 +94,26 @@ def test_fitting_works_inside_inference_mode(body_data):
     with torch.inference_mode():
         fit = fit_to_keypoints(body_data, kp, boxes, F, PP, config=FitConfig(iters_global=10, iters_full=20))
     assert torch.isfinite(fit.transl).all() and (fit.reprojection_error < 40).all()
+
+
+def test_heels_and_toes_orient_the_feet():
+    """With heel and toe keypoints the ankle rotation is recovered; without them it stays held.
+    (On the shipped open body: the stick-figure test body has no real feet.)"""
+    from deforhmr_model.body import default_body_data
+    from deforhmr_model.fitting import KeypointBody
+    body_data = default_body_data()
+    R, betas, transl, kp, boxes, gt = _scene(body_data)
+    R = R.clone()
+    R[:, 7] = axis_angle_to_rotmat(torch.tensor([0.6, 0.0, 0.0])).expand(2, 3, 3)  # left foot pointed
+    kb = KeypointBody(body_data)
+    uv = perspective_projection(kb.keypoints(R, betas, transl), F, torch.tensor(PP))
+    kp23 = torch.cat([uv, torch.ones(2, 23, 1)], -1)
+    with_feet = fit_to_keypoints(body_data, kp23[:, :17], boxes, F, PP, extra_keypoints=kp23[:, 17:])
+    without = fit_to_keypoints(body_data, kp23[:, :17], boxes, F, PP)
+    from deforhmr_model.rotation import rotmat_to_axis_angle
+    ankle = lambda fit: rotmat_to_axis_angle(fit.body_pose[:, 6])[:, 0]  # noqa: E731  (left ankle, x)
+    print("\nleft ankle flexion (rad): truth 0.6, with heel/toe", ankle(with_feet).tolist(),
+          "without", ankle(without).tolist())
+    assert (ankle(with_feet) > 0.3).all() and (ankle(without).abs() < 0.2).all()
+    with pytest.raises(ValueError, match="extra_keypoints"):
+        fit_to_keypoints(body_data, kp23[:, :17], boxes, F, PP, extra_keypoints=kp23[:, 17:20])
