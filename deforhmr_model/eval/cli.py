@@ -45,22 +45,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N people")
     p.add_argument("--per-sequence", action="store_true", help="also print per-sequence tables")
     p.add_argument("--output", default=None, help="write all results as JSON here (atomic)")
-    p.set_defaults(func=_run)
+    from ..train.cli import guard
+    p.set_defaults(func=guard(_evaluate, "eval"))
     return p
-
-
-def _run(args) -> int:
-    from ..checkpoint import CheckpointError
-    from ..smpl_io import SMPLFileError
-    from ..train.datasets import DatasetFileError
-    from ..weights import MissingModelFileError
-    from .joints import RegressorFileError
-    try:
-        return _evaluate(args)
-    except (DatasetFileError, MissingModelFileError, CheckpointError, RegressorFileError, SMPLFileError,
-            FileNotFoundError, ValueError) as e:
-        print(f"deforhmr eval: error: {e}", file=sys.stderr)
-        return 1
 
 
 def _evaluate(args) -> int:

@@ -27,7 +27,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     ck.add_argument("--data", required=True, help=_DATA_HELP)
     ck.add_argument("--data-root", default=None, help="folder relative mixture paths are resolved against")
     ck.add_argument("--image-root", default=None, help="image folder for single .npz inputs")
-    ck.set_defaults(func=_guard(_cmd_check))
+    ck.set_defaults(func=guard(_cmd_check))
     return p
 
 
@@ -72,7 +72,7 @@ def _add_fit(sub) -> None:
                    help="resume from OUT/checkpoints/latest or a checkpoint folder")
     f.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     f.add_argument("--no-progress", action="store_true")
-    f.set_defaults(func=_guard(_cmd_fit))
+    f.set_defaults(func=guard(_cmd_fit))
 
 
 def _add_synth(sub) -> None:
@@ -89,11 +89,11 @@ def _add_synth(sub) -> None:
     s.add_argument("--pose-noise", type=float, default=0.15, help="radians per axis-angle component")
     s.add_argument("--yaw-range", type=float, default=180.0, help="degrees")
     s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(func=_guard(_cmd_synth))
+    s.set_defaults(func=guard(_cmd_synth))
 
 
-def _guard(fn):
-    """Run a command; our own errors become one line and exit status 1."""
+def guard(fn, command: str = "train"):
+    """Wrap a ``deforhmr <command>`` handler: our own errors become one line and exit status 1."""
     def run(args) -> int:
         from ..checkpoint import CheckpointError
         from ..eval.joints import RegressorFileError
@@ -104,7 +104,7 @@ def _guard(fn):
             return fn(args)
         except (DatasetFileError, MissingModelFileError, CheckpointError, RegressorFileError, SMPLFileError,
                 FileNotFoundError, ValueError) as e:
-            print(f"deforhmr train: error: {e}", file=sys.stderr)
+            print(f"deforhmr {command}: error: {e}", file=sys.stderr)
             return 1
     return run
 
