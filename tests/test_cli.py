@@ -118,3 +118,20 @@ def test_unavailable_device_is_a_usage_error(tmp_path, capsys, photos):
     assert code == 2 and "CUDA is not available" in err and "Traceback" not in err
     code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--device", "gpu0")
     assert code == 2 and "--device" in err
+
+
+def test_convert_smpl_command_then_infer_with_it(tmp_path, capsys, photos):
+    """`deforhmr convert-smpl` on a chumpy-style pickle (no chumpy installed), then the
+    converted body drives `deforhmr infer --body`."""
+    from deforhmr_model.result import load_result
+
+    from .test_smpl_io import write_chumpy_smpl_pkl
+    pkl = tmp_path / "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"
+    write_chumpy_smpl_pkl(pkl)
+    npz = tmp_path / "SMPL_TEST.npz"
+    assert main(["convert-smpl", str(pkl), str(npz)]) == 0 and npz.is_file()
+    code, _, err = _run(capsys, photos / "coco" / "000000000785.jpg", "-o", tmp_path / "o", "--body", npz,
+                        "--formats", "npz")
+    assert code == 0, err
+    r = load_result(tmp_path / "o" / "000000000785.npz")
+    assert r.people and r.lbs_weights.shape[0] != 12272  # the converted body, not the open body
