@@ -7,14 +7,14 @@ from .handles import BOUNDING_BOX, CATEGORY, PEOPLE
 _DETECTORS: dict[tuple, object] = {}   # BlazePose interpreters, reused across runs (cheap to keep)
 
 
-def _detector(threshold: float, max_people: int, refine: bool):
+def _detector(threshold: float, max_people: int, refine: bool, min_person: float = 0.2):
     from deforhmr_model.detection import BlazePoseDetector
-    key = (round(float(threshold), 4), int(max_people), bool(refine))
+    key = (round(float(threshold), 4), int(max_people), bool(refine), round(float(min_person), 4))
     if key not in _DETECTORS:
         if len(_DETECTORS) >= 4:
             _DETECTORS.pop(next(iter(_DETECTORS)))
         _DETECTORS[key] = BlazePoseDetector(threshold=float(threshold), max_people=int(max_people) or None,
-                                            refine=bool(refine))
+                                            refine=bool(refine), min_person=float(min_person))
     return _DETECTORS[key]
 
 
@@ -38,6 +38,10 @@ class DetectPeople:
                                                             "(better keypoints, twice the cost)"}),
             },
             "optional": {
+                "min_person": ("FLOAT", {"default": 0.2, "min": 0.05, "max": 1.0, "step": 0.05,
+                                         "tooltip": "Smallest person to look for, as a fraction of the image's "
+                                                    "short side: 0.2 also finds small background people; "
+                                                    "0.4 is ~4x faster and keeps to the main subjects"}),
                 "bboxes": (BOUNDING_BOX, {"forceInput": True,
                                           "tooltip": "Person boxes (x, y, width, height px): one box, a list, or "
                                                      "one list per frame. Skips the detector."}),
@@ -49,12 +53,12 @@ class DetectPeople:
     FUNCTION = "detect"
     CATEGORY = CATEGORY
 
-    def detect(self, image, threshold=0.5, max_people=0, refine_keypoints=False, bboxes=None):
+    def detect(self, image, threshold=0.5, max_people=0, refine_keypoints=False, min_person=0.2, bboxes=None):
         from .convert import image_to_frames
         from .handles import PeopleBatch, boxes_from_bounding_box, boxes_to_bounding_box
 
         frames = image_to_frames(image)
-        det = _detector(threshold, max_people, refine_keypoints)
+        det = _detector(threshold, max_people, refine_keypoints, min_person)
         given = boxes_from_bounding_box(bboxes, len(frames)) if bboxes is not None else None
         pbar = host.progress_bar(len(frames))
         out = []
