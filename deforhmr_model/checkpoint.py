@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
-import tempfile
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -37,6 +36,7 @@ from safetensors.torch import save_file
 
 from .configs import BACKBONES, ModelConfig
 from .model import DeforHMR, build_from_config, build_model
+from .result import atomic_path
 from .weights import require_file
 
 FORMAT_VERSION = "1"
@@ -72,14 +72,8 @@ def save_checkpoint(model: DeforHMR, path: str | os.PathLike, dtype: torch.dtype
             t = t.clone()                          # a view of a larger storage: own its memory
         tensors[key] = t
     meta = {"format": "pt", "deforhmr_format": FORMAT_VERSION, "config": model.config.to_json()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
