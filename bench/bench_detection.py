@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deforhmr_model.detection import BlazePoseDetector, tile_regions  # noqa: E402
-from deforhmr_model.image_io import load_image  # noqa: E402
+from deforhmr_model.people.detection import BlazePoseDetector, tile_regions  # noqa: E402
+from deforhmr_model.files.image_io import load_image  # noqa: E402
 
 SETTINGS = {"whole image (baseline)": 1.0, "min_person=0.4": 0.4, "min_person=0.3 (default)": 0.3,
             "min_person=0.2": 0.2}

@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deforhmr_model.configs import BACKBONES, VARIANTS, make_config  # noqa: E402
-from deforhmr_model.decoder import SMPLHead  # noqa: E402
-from deforhmr_model.encoder import ViTEncoder  # noqa: E402
+from deforhmr_model.network.configs import BACKBONES, VARIANTS, make_config  # noqa: E402
+from deforhmr_model.network.decoder import SMPLHead  # noqa: E402
+from deforhmr_model.network.encoder import ViTEncoder  # noqa: E402
 
 ALIASES = {"def-m-h16g8o1", "def-m-pe-rel"}                  # same configs as def-m
 DEFAULT_VARIANTS = ["reg-s"] + [v for v in VARIANTS if v not in ALIASES and v != "reg-s"]

@@ -40,8 +40,8 @@ def timed(fn, *a, **k):
 
 def stage_table(pipe):
     from deforhmr_model.cli import write_outputs
-    from deforhmr_model.crop import crop_person
-    from deforhmr_model.image_io import load_image
+    from deforhmr_model.people.crop import crop_person
+    from deforhmr_model.files.image_io import load_image
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,8 +68,8 @@ def stage_table(pipe):
 
 
 def baseline_ratio(pipe, iters=20):
-    from deforhmr_model.fitting import KeypointBody
-    from deforhmr_model.rotation import axis_angle_to_rotmat
+    from deforhmr_model.fitting.fit import KeypointBody
+    from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
     P = 2
     pose = torch.zeros(P, 24, 3, requires_grad=True)
     betas = torch.zeros(P, 10, requires_grad=True)
@@ -98,7 +98,7 @@ def baseline_ratio(pipe, iters=20):
 
 def memory(pipe, n):
     from deforhmr_model.cli import write_outputs
-    from deforhmr_model.image_io import load_image
+    from deforhmr_model.files.image_io import load_image
     small = sorted((PHOTOS / "coco").glob("*.jpg")) + sorted((PHOTOS / "mpii").glob("*.jpg"))
     rss = []
     with tempfile.TemporaryDirectory() as tmp:

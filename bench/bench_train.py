@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deforhmr_model.body import BodyModel, default_body_data  # noqa: E402
+from deforhmr_model.body.model import BodyModel, default_body_data  # noqa: E402
 from deforhmr_model.eval.joints import make_j24_regressor  # noqa: E402
-from deforhmr_model.model import build_model  # noqa: E402
+from deforhmr_model.network.model import build_model  # noqa: E402
 from deforhmr_model.train.augment import AugConfig  # noqa: E402
-from deforhmr_model.train.datasets import NpzSource  # noqa: E402
+from deforhmr_model.datasets.readers import NpzSource  # noqa: E402
 from deforhmr_model.train.distributed import DistInfo, resolve_device  # noqa: E402
 from deforhmr_model.train.loader import TrainDataset  # noqa: E402
 from deforhmr_model.train.mixing import MixedSource  # noqa: E402

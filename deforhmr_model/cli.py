@@ -1,7 +1,7 @@
 """The ``deforhmr`` command line: infer, convert-smpl, convert-checkpoint, train, eval.
 
 ``deforhmr infer INPUT... -o OUTDIR`` writes, per image ``<stem>``:
-``<stem>.npz`` + ``<stem>.json`` (result file, see :mod:`deforhmr_model.result`),
+``<stem>.npz`` + ``<stem>.json`` (result file, see :mod:`deforhmr_model.files.result`),
 ``<stem>_person<k>.obj`` (one per person), ``<stem>.glb`` (all people, skinned, with
 armatures) and ``<stem>_overlay.png``. Every file is written to a temporary name
 and renamed, so an interrupted run never leaves a partial file. Exit status: 0
@@ -166,9 +166,9 @@ def _cmd_infer(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .image_io import ImageLoadError, load_image
-    from .pipeline import HMRPipeline
-    from .weights import MissingModelFileError
+    from deforhmr_model.files.image_io import ImageLoadError, load_image
+    from deforhmr_model.pipeline import HMRPipeline
+    from deforhmr_model.files.weights import MissingModelFileError
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,27 +226,27 @@ def _unique_stem(stem: str, used: set[str]) -> str:
 
 def write_outputs(result, image, out: Path, stem: str, formats) -> list[Path]:
     """Write the requested outputs for one image; returns the paths written."""
-    from .export import export_result
+    from deforhmr_model.files.export import export_result
 
     written = export_result(result, out, stem, [f for f in formats if f != "overlay"])
     if "overlay" in formats:
-        from .image_io import save_png
-        from .render import render_overlay
+        from deforhmr_model.files.image_io import save_png
+        from deforhmr_model.files.render import render_overlay
         written.append(save_png(out / f"{stem}_overlay.png", render_overlay(image, result).overlay))
     return written
 
 
 # ---------------------------------------------------------------------- converters
 def _cmd_convert_smpl(args) -> int:
-    from .smpl_io import SMPLFileError, convert_smpl
+    from deforhmr_model.body.smpl_io import SMPLFileError, convert_smpl
     return _convert(convert_smpl, args, (SMPLFileError, OSError))
 
 
 def _cmd_convert_checkpoint(args) -> int:
     import torch
 
-    from .checkpoint import CheckpointError, convert_checkpoint
-    from .weights import MissingModelFileError
+    from deforhmr_model.network.checkpoint import CheckpointError, convert_checkpoint
+    from deforhmr_model.files.weights import MissingModelFileError
     dtype = getattr(torch, args.dtype) if args.dtype else None
     return _convert(convert_checkpoint, args, (CheckpointError, MissingModelFileError, OSError),
                     variant=args.variant, backbone=args.backbone, dtype=dtype)

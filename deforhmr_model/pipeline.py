@@ -23,12 +23,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .body import BodyModel, default_body_data, load_body_data
-from .camera import cam_crop_to_full, default_focal_length, perspective_projection
-from .crop import crop_person
-from .fitting import FitConfig, FitInit, extremity_keypoints, fit_to_keypoints
-from .image_io import load_image
-from .result import ImageResult, PersonResult
+from deforhmr_model.body.model import BodyModel, default_body_data, load_body_data
+from deforhmr_model.geometry.camera import cam_crop_to_full, default_focal_length, perspective_projection
+from deforhmr_model.people.crop import crop_person
+from deforhmr_model.fitting.fit import FitConfig, FitInit, extremity_keypoints, fit_to_keypoints
+from deforhmr_model.files.image_io import load_image
+from deforhmr_model.files.result import ImageResult, PersonResult
 
 log = logging.getLogger("deforhmr")
 
@@ -46,7 +46,7 @@ class HMRPipeline:
 
     Args:
         model: None / "none" (fit to keypoints), a checkpoint name or path
-            (see :func:`deforhmr_model.checkpoint.load_model`), or a loaded ``DeforHMR``.
+            (see :func:`deforhmr_model.network.checkpoint.load_model`), or a loaded ``DeforHMR``.
         body: None (SMPL neutral if installed, else the shipped open body), a path to an
             SMPL-format ``.npz``/``.pkl``, or a ``BodyModelData``.
         device: torch device for the network and body model.
@@ -58,7 +58,7 @@ class HMRPipeline:
         min_person: smallest person the default detector looks for, as a fraction of the
             image's short side (0.2 finds small background people, as the COCO/MPII
             annotations require; 0.4 is about 4x faster and finds only main subjects).
-        fit_config: :class:`~deforhmr_model.fitting.FitConfig`.
+        fit_config: :class:`~deforhmr_model.fitting.fit.FitConfig`.
     Raises:
         MissingModelFileError: a named checkpoint/body file is not installed.
     """
@@ -87,7 +87,7 @@ class HMRPipeline:
     @property
     def detector(self):
         if self._detector is None:
-            from .detection import BlazePoseDetector
+            from deforhmr_model.people.detection import BlazePoseDetector
             self._detector = BlazePoseDetector(threshold=self.det_threshold, max_people=self.max_people,
                                                min_person=self.min_person)
         return self._detector
@@ -151,7 +151,7 @@ class HMRPipeline:
             return None
         if isinstance(model, torch.nn.Module):
             return model.to(self.device).eval()
-        from .checkpoint import load_model
+        from deforhmr_model.network.checkpoint import load_model
         return load_model(model, device=self.device, dtype=dtype).eval()
 
     @staticmethod

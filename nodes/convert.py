@@ -7,7 +7,7 @@ ComfyUI layouts (not written down by ComfyUI itself, hence here):
 * ``MASK``: torch float32 ``(B, H, W)``, values 0..1 (1 = selected).
 
 Library layout: one ``(H, W, 3)`` uint8 RGB numpy array per frame
-(:func:`deforhmr_model.image_io.load_image`'s output).
+(:func:`deforhmr_model.files.image_io.load_image`'s output).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ _DETECTORS: dict[tuple, object] = {}   # BlazePose interpreters, reused across r
 
 
 def _detector(threshold: float, max_people: int, refine: bool, min_person: float = 0.2):
-    from deforhmr_model.detection import BlazePoseDetector
+    from deforhmr_model.people.detection import BlazePoseDetector
     key = (round(float(threshold), 4), int(max_people), bool(refine), round(float(min_person), 4))
     if key not in _DETECTORS:
         if len(_DETECTORS) >= 4:

@@ -5,7 +5,7 @@ socket type        Python value
 =================  ===========================================================
 DEFORHMR_MODEL     :class:`ModelHandle` (pipeline + ComfyUI model patcher)
 DEFORHMR_PEOPLE    :class:`PeopleBatch` (per frame: boxes + 2D keypoints)
-DEFORHMR_RESULTS   ``list[deforhmr_model.result.ImageResult]``, one per frame
+DEFORHMR_RESULTS   ``list[deforhmr_model.files.result.ImageResult]``, one per frame
 BOUNDING_BOX       ComfyUI core boxes: ``{"x","y","width","height"}`` px dicts;
                    one dict, a list (every frame) or a list of lists (per frame)
 POSE_KEYPOINT      OpenPose JSON dicts, one per frame (see ``nodes/pose.py``)
@@ -53,7 +53,7 @@ class ModelHandle:
 class PeopleBatch:
     """Detections for a batch of frames.
 
-    frames: per frame, the ``deforhmr_model.detection.Detection`` list (bbox (4,) xyxy px,
+    frames: per frame, the ``deforhmr_model.people.detection.Detection`` list (bbox (4,) xyxy px,
             score, keypoints (33,3) BlazePose, keypoints_coco (17,3) x px, y px, confidence),
             sorted by score.
     sizes:  per frame, (width, height) px of the image the detections belong to.

@@ -50,7 +50,7 @@ def _module(name: str):
 
 def register_model_folders() -> None:
     """Register ``models/deforhmr`` (+ the pack's ``weights/``) and ``models/smpl`` with ComfyUI
-    and tell :mod:`deforhmr_model.weights` to search them. Cheap; never raises."""
+    and tell :mod:`deforhmr_model.files.weights` to search them. Cheap; never raises."""
     try:
         fp = _folder_paths()
         if fp is not None:
@@ -75,8 +75,8 @@ def model_folders(name: str) -> list[Path]:
 
 
 def sync_search_dirs() -> None:
-    """Make :mod:`deforhmr_model.weights` search every registered ComfyUI model folder."""
-    from deforhmr_model import weights
+    """Make :mod:`deforhmr_model.files.weights` search every registered ComfyUI model folder."""
+    from deforhmr_model.files import weights
     for name in (CHECKPOINT_FOLDER, BODY_FOLDER):
         for p in model_folders(name):
             if p != REPO_WEIGHTS:  # weights/ is already searched, last
@@ -95,7 +95,7 @@ def list_model_files(name: str, extensions: tuple[str, ...]) -> list[str]:
             files.update(fp.get_filename_list(name))
         except Exception:  # folder name unknown to this host
             pass
-    from deforhmr_model import weights
+    from deforhmr_model.files import weights
     for d in weights.search_dirs():
         for sub in (d, d / name):
             if sub.is_dir():
@@ -114,7 +114,7 @@ def resolve_model_file(name: str, folder: str) -> Path | None:
             full = None
         if full:
             return Path(full)
-    from deforhmr_model import weights
+    from deforhmr_model.files import weights
     sync_search_dirs()
     return weights.find_file(name, subdirs=("", folder))
 

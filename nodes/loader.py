@@ -26,7 +26,7 @@ def missing_file_message(name: str, folder: str, what: str) -> str | None:
     (the file, every folder searched, where to get it)."""
     if host.resolve_model_file(name, folder) is not None:
         return None
-    from deforhmr_model.weights import MissingModelFileError, require_file
+    from deforhmr_model.files.weights import MissingModelFileError, require_file
     try:
         require_file(name, subdirs=("", folder))
     except MissingModelFileError as e:
@@ -89,7 +89,7 @@ class LoadDeforHMRModel:
     def load(self, checkpoint, body_model, device="auto", precision="auto"):
         import torch
         from deforhmr_model.pipeline import HMRPipeline
-        from deforhmr_model.weights import require_file
+        from deforhmr_model.files.weights import require_file
 
         host.sync_search_dirs()
         dev = host.torch_device(device)

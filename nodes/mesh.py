@@ -4,7 +4,7 @@ Core MESH (``comfy_api.latest._util.geometry_types.MESH``): ``vertices`` float32
 (B, N, 3) and ``faces`` int (B, M, 3); core "Save 3D Model" (SaveGLB) writes one GLB
 per batch entry. Our vertices are in the OpenCV camera frame (y down, z forward);
 glTF viewers expect +Y up, so the vertices go through the exporters' one frame
-conversion, :func:`deforhmr_model.export.to_y_up` (180° about x, as in our GLB).
+conversion, :func:`deforhmr_model.files.export.to_y_up` (180° about x, as in our GLB).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class HumanMeshToMESH:
     def convert(self, results, grouping=GROUPING[0], placement=PLACEMENT[0]):
         import numpy as np
         import torch
-        from deforhmr_model.export import to_y_up
+        from deforhmr_model.files.export import to_y_up
 
         from .convert import NodeInputError
 

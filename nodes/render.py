@@ -31,7 +31,7 @@ class RenderHumanMesh:
     CATEGORY = CATEGORY
 
     def render(self, image, results, alpha=0.8, view="camera"):
-        from deforhmr_model.render import render_overlay, render_side_view
+        from deforhmr_model.files.render import render_overlay, render_side_view
 
         from .convert import NodeInputError, depth_to_image, frames_to_image, image_to_frames, masks_to_mask
 

@@ -44,7 +44,7 @@ class SaveHumanMesh:
         return True
 
     def save(self, results, filename_prefix="deforhmr/mesh", format="glb + result"):
-        from deforhmr_model.result import save_result
+        from deforhmr_model.files.result import save_result
 
         want_glb = format in ("glb (skinned)", "glb + result", "all")
         want_obj = format in ("obj", "all")
@@ -58,12 +58,12 @@ class SaveHumanMesh:
             stem = f"{name}_{counter:05}_"
             counter += 1
             if result.people and want_glb:
-                from deforhmr_model.export import export_glb
+                from deforhmr_model.files.export import export_glb
                 path = export_glb(result, folder / f"{stem}.glb")
                 saved.append(path)
                 meshes.append({"filename": path.name, "subfolder": subfolder, "type": "output"})
             if result.people and want_obj:
-                from deforhmr_model.export import export_obj
+                from deforhmr_model.files.export import export_obj
                 saved.extend(export_obj(result, folder, stem))
             if not result.people and (want_glb or want_obj):
                 notes.append(f"frame {i}: no people, no mesh written")

@@ -1,6 +1,6 @@
 """The Blender add-on, tested with the real ``bpy`` in its own virtual environment.
 
-This file runs in the main venv: it writes result files with ``deforhmr_model.result``
+This file runs in the main venv: it writes result files with ``deforhmr_model.files.result``
 (from the pipeline on a real photo, and from a synthetic skinned SMPL-layout body with a
 known pose), then runs ``tests/blender_checks/checks.py`` with ``.venv-blender/bin/python``
 (``tools/setup_blender_venv.sh``; bpy needs numpy<2) and asserts on the measurements that
@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from deforhmr_model import result as result_mod
-from deforhmr_model.result import ImageResult, PersonResult, save_result
+from deforhmr_model.files import result as result_mod
+from deforhmr_model.files.result import ImageResult, PersonResult, save_result
 
 from .body_fixtures import REST_JOINTS as SHARED_REST_JOINTS
 
@@ -416,7 +416,7 @@ def test_blender_imports_pipeline_result_on_real_photo(tmp_path):
         from deforhmr_model.pipeline import HMRPipeline
     except ImportError as e:
         pytest.skip(f"deforhmr_model.pipeline not importable yet ({e})")
-    from deforhmr_model.weights import MissingModelFileError
+    from deforhmr_model.files.weights import MissingModelFileError
     try:
         result = HMRPipeline()(PHOTO)
     except MissingModelFileError as e:

@@ -11,14 +11,14 @@ import torch
 import trimesh
 from smplx.lbs import lbs as smplx_lbs
 
-from deforhmr_model import body as body_mod
-from deforhmr_model.body import (
+from deforhmr_model.body import model as body_mod
+from deforhmr_model.body.model import (
     COCO17_NAMES, SMPL_FACE_VERTEX_IDS, SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, default_body_data,
     load_body_data,
 )
-from deforhmr_model.rotation import axis_angle_to_rotmat
-from deforhmr_model.smpl_io import SMPLFileError
-from deforhmr_model.weights import REPO_WEIGHTS, MissingModelFileError
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
+from deforhmr_model.body.smpl_io import SMPLFileError
+from deforhmr_model.files.weights import REPO_WEIGHTS, MissingModelFileError
 
 from .body_fixtures import make_test_smpl_arrays, make_test_smpl_npz
 

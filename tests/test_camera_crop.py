@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deforhmr_model.camera import (cam_crop_to_full, cam_full_to_crop, default_focal_length,
+from deforhmr_model.geometry.camera import (cam_crop_to_full, cam_full_to_crop, default_focal_length,
                                    perspective_projection)
-from deforhmr_model.crop import CROP_WIDTH, IMAGE_MEAN, IMAGE_STD, box_to_center_size, crop_person
+from deforhmr_model.people.crop import CROP_WIDTH, IMAGE_MEAN, IMAGE_STD, box_to_center_size, crop_person
 
 
 def test_focal_length_rule():

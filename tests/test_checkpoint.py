@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from deforhmr_model import checkpoint as ck
-from deforhmr_model.checkpoint import (CheckpointError, convert_checkpoint, import_hmr2_checkpoint,
+from deforhmr_model.network import checkpoint as ck
+from deforhmr_model.network.checkpoint import (CheckpointError, convert_checkpoint, import_hmr2_checkpoint,
                                        load_model, load_vitpose_backbone, save_checkpoint)
-from deforhmr_model.encoder import ViTEncoder
-from deforhmr_model.model import build_model
-from deforhmr_model.weights import MissingModelFileError
+from deforhmr_model.network.encoder import ViTEncoder
+from deforhmr_model.network.model import build_model
+from deforhmr_model.files.weights import MissingModelFileError
 
 TINY = dict(depth=2, dim=32, mlp_dim=32, self_heads=2, self_dim_head=8, cross_dim_head=4)
 

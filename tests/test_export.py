@@ -2,7 +2,7 @@
 the result's posed vertices), posed OBJ, npz; and the ImageResult builder the render tests share.
 
 Results are built without the pipeline: with the shipped open body (``weights/open_body.npz``
-through ``deforhmr_model.body``) when it is installed, else with a small synthetic skinned
+through ``deforhmr_model.body.model``) when it is installed, else with a small synthetic skinned
 body generated here in the same format (24 SMPL joints, capsule limbs, <= 4 influences).
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from deforhmr_model.export import (EXPORT_FORMATS, ExportError, _skin_sets, build_glb, export_glb,
+from deforhmr_model.files.export import (EXPORT_FORMATS, ExportError, _skin_sets, build_glb, export_glb,
                                    export_obj, export_result, to_y_up)
-from deforhmr_model.result import ImageResult, PersonResult, load_result
+from deforhmr_model.files.result import ImageResult, PersonResult, load_result
 
 REPO = Path(__file__).resolve().parents[1]
 OPEN_BODY = REPO / "weights" / "open_body.npz"
@@ -49,7 +49,7 @@ def synthetic_body_data():
     SMPL's tree (rough T-pose joints), weights blending parent -> child along the bone (<= 3
     influences), a head sphere; J_regressor averages the cylinder rings centred on each joint;
     betas[0] scales the body by 5 % per unit; no pose blend shapes."""
-    from deforhmr_model.body import BodyModelData
+    from deforhmr_model.body.model import BodyModelData
     verts, faces, weights, rings = [], [], [], {}
     for j in range(1, 24):
         p = SMPL_PARENTS[j]
@@ -100,7 +100,7 @@ def random_pose(rng, scale=0.5):
 
 @functools.lru_cache(maxsize=2)
 def _body(real: bool):
-    from deforhmr_model.body import BodyModel, load_body_data
+    from deforhmr_model.body.model import BodyModel, load_body_data
     data = load_body_data(OPEN_BODY) if real else synthetic_body_data()
     return data, BodyModel(data)
 
@@ -108,7 +108,7 @@ def _body(real: bool):
 def make_result(transls, image_size=(640, 480), focal=600.0, seed=0, pose_scale=0.5,
                 body: str = "auto") -> ImageResult:
     """An ImageResult with one randomly posed person per translation (camera frame, metres),
-    posed by :class:`deforhmr_model.body.BodyModel`, as the pipeline builds it.
+    posed by :class:`deforhmr_model.body.model.BodyModel`, as the pipeline builds it.
 
     body: "auto" (the shipped open body when installed, else the synthetic body),
     "real" or "synthetic".

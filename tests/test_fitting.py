@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from deforhmr_model.body import BodyModel, load_body_data
-from deforhmr_model.camera import perspective_projection
-from deforhmr_model.fitting import FitConfig, FitInit, fit_to_keypoints
-from deforhmr_model.rotation import axis_angle_to_rotmat
+from deforhmr_model.body.model import BodyModel, load_body_data
+from deforhmr_model.geometry.camera import perspective_projection
+from deforhmr_model.fitting.fit import FitConfig, FitInit, fit_to_keypoints
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
 
 from .body_fixtures import make_test_smpl_npz
 
@@ -99,8 +99,8 @@ def test_fitting_works_inside_inference_mode(body_data):
 def test_heels_and_toes_orient_the_feet():
     """With heel and toe keypoints the ankle rotation is recovered; without them it stays held.
     (On the shipped open body: the stick-figure test body has no real feet.)"""
-    from deforhmr_model.body import default_body_data
-    from deforhmr_model.fitting import KeypointBody
+    from deforhmr_model.body.model import default_body_data
+    from deforhmr_model.fitting.fit import KeypointBody
     body_data = default_body_data()
     R, betas, transl, kp, boxes, gt = _scene(body_data)
     R = R.clone()
@@ -110,7 +110,7 @@ def test_heels_and_toes_orient_the_feet():
     kp23 = torch.cat([uv, torch.ones(2, 23, 1)], -1)
     with_feet = fit_to_keypoints(body_data, kp23[:, :17], boxes, F, PP, extra_keypoints=kp23[:, 17:])
     without = fit_to_keypoints(body_data, kp23[:, :17], boxes, F, PP)
-    from deforhmr_model.rotation import rotmat_to_axis_angle
+    from deforhmr_model.geometry.rotation import rotmat_to_axis_angle
     ankle = lambda fit: rotmat_to_axis_angle(fit.body_pose[:, 6])[:, 0]  # noqa: E731  (left ankle, x)
     print("\nleft ankle flexion (rad): truth 0.6, with heel/toe", ankle(with_feet).tolist(),
           "without", ankle(without).tolist())

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deforhmr_model.image_io import ImageLoadError, load_image
+from deforhmr_model.files.image_io import ImageLoadError, load_image
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 RNG = np.random.default_rng(0)

@@ -111,8 +111,8 @@ def eval_data(tmp_path_factory):
     """A 3DPW-like file: one fixed pose (so a model can output the exact ground truth), two
     sequences, half the people labelled male; a 2D-only copy; regressors for the test body."""
     from deforhmr_model.eval.joints import J24Regressor
-    from deforhmr_model.smpl_io import write_body_npz
-    from deforhmr_model.body import BodyModel, load_body_data
+    from deforhmr_model.body.smpl_io import write_body_npz
+    from deforhmr_model.body.model import BodyModel, load_body_data
     from deforhmr_model.train.synthetic import SynthConfig, generate
     from .train_helpers import tiny_body_arrays
     root = tmp_path_factory.mktemp("eval")
@@ -140,9 +140,9 @@ def eval_data(tmp_path_factory):
 
 def _model_at(tmp, name, pose_aa, cam=(0.9, 0.0, 0.0)):
     """A real tiny DeforHMR whose readouts are zero, so it outputs its mean parameters."""
-    from deforhmr_model.checkpoint import save_checkpoint
-    from deforhmr_model.model import build_model
-    from deforhmr_model.rotation import axis_angle_to_rotmat, rotmat_to_rot6d
+    from deforhmr_model.network.checkpoint import save_checkpoint
+    from deforhmr_model.network.model import build_model
+    from deforhmr_model.geometry.rotation import axis_angle_to_rotmat, rotmat_to_rot6d
     from deforhmr_model.train.trainer import zero_readout
     torch.manual_seed(0)
     m = build_model("def-m", "vit-tiny", dim=32, depth=1, mlp_dim=32, self_heads=2, self_dim_head=16,
@@ -183,8 +183,8 @@ def test_eval_cli_exact_model_scores_zero_and_wrong_pose_scores_the_expected_err
     assert set(rep["exact"]["per_sequence"]) == {"seq_a", "seq_b"}
     assert rep["exact"]["notes"] == []
     # the wrong model's MPJPE equals a direct computation with the same regressor and pelvis
-    from deforhmr_model.body import BodyModel, load_body_data
-    from deforhmr_model.rotation import axis_angle_to_rotmat
+    from deforhmr_model.body.model import BodyModel, load_body_data
+    from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
     body = BodyModel(load_body_data(body_file))
     reg = torch.from_numpy(np.load(root / "J_regressor_h36m.npy"))
     joints = []
@@ -207,11 +207,11 @@ def test_eval_cli_exact_model_scores_zero_and_wrong_pose_scores_the_expected_err
 
 def _weak_perspective_fit(body_file, z):
     """(s, tx, ty) fitting sample 0's crop keypoints: x_crop = s/2 (X + tx) (HMR 2.0 camera, far body)."""
-    from deforhmr_model.body import BodyModel, load_body_data
+    from deforhmr_model.body.model import BodyModel, load_body_data
     from deforhmr_model.eval.joints import J24Regressor
-    from deforhmr_model.rotation import axis_angle_to_rotmat
+    from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
     from deforhmr_model.train.augment import crop_matrix, transform_keypoints_2d
-    from deforhmr_model.train.datasets import box_size_from_scale
+    from deforhmr_model.datasets.readers import box_size_from_scale
     body = BodyModel(load_body_data(body_file))
     R = axis_angle_to_rotmat(torch.from_numpy(z["pose"][0]).reshape(1, 24, 3))
     o = body(R[:, 0], R[:, 1:], None, None)

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from deforhmr_model.fitting import COCO_TO_SMPL_JOINT
-from deforhmr_model.result import load_result, save_result
+from deforhmr_model.fitting.fit import COCO_TO_SMPL_JOINT
+from deforhmr_model.files.result import load_result, save_result
 
 # MPII joint order -> SMPL joint (limbs only): r_ankle, r_knee, r_hip, l_hip, l_knee, l_ankle,
 # ..., r_wrist 10, r_elbow 11, r_shoulder 12, l_shoulder 13, l_elbow 14, l_wrist 15

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from deforhmr_model.render import (RenderError, intrinsics, person_colors, render_meshes,
+from deforhmr_model.files.render import (RenderError, intrinsics, person_colors, render_meshes,
                                    render_overlay, render_side_view)
-from deforhmr_model.result import ImageResult
+from deforhmr_model.files.result import ImageResult
 from .test_export import make_result
 
 RNG = np.random.default_rng(0)

@@ -12,9 +12,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from deforhmr_model.body import BodyModel, load_body_data
-from deforhmr_model.rotation import axis_angle_to_rotmat
-from deforhmr_model.smpl_io import (
+from deforhmr_model.body.model import BodyModel, load_body_data
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
+from deforhmr_model.body.smpl_io import (
     SMPLFileError, UnsafePickleError, convert_smpl, read_body_arrays, read_smpl_pkl, write_body_npz,
 )
 

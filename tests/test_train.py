@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from deforhmr_model.eval.joints import J24_FLIP, J24Regressor
-from deforhmr_model.model import build_model
-from deforhmr_model.rotation import axis_angle_to_rotmat
+from deforhmr_model.network.model import build_model
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
 from deforhmr_model.train.augment import (AugConfig, AugParams, crop_matrix, make_crop_sample,
                                           transform_keypoints_2d, transform_pose, warp_image)
-from deforhmr_model.train.datasets import DatasetFileError, NpzSource, TarSource
+from deforhmr_model.datasets.readers import DatasetFileError, NpzSource, TarSource
 from deforhmr_model.train.losses import HMRLoss
 from deforhmr_model.train.mixing import MixedSource, load_mix_config
 from deforhmr_model.train.synthetic import SynthConfig, generate
@@ -206,7 +206,7 @@ def _batch(synth, n=8, has_smpl=1.0):
 
 
 def test_loss_is_zero_at_ground_truth_and_masks_work(synth):
-    from deforhmr_model.model import HMROutput
+    from deforhmr_model.network.model import HMROutput
     b = _batch(synth)
     loss = HMRLoss(synth["body"], synth["joints"])
     R = axis_angle_to_rotmat(torch.cat([b["global_orient"][:, None], b["body_pose"]], 1))
@@ -293,7 +293,7 @@ def test_resume_reproduces_the_next_step_exactly(synth, tmp_path):
 
 
 def test_train_cli_synth_and_fit(synth, tmp_path, capsys):
-    from deforhmr_model.smpl_io import write_body_npz
+    from deforhmr_model.body.smpl_io import write_body_npz
     from .train_helpers import tiny_body_arrays
     from deforhmr_model.train.cli import add_train_parser
     parser = argparse.ArgumentParser()
@@ -309,7 +309,7 @@ def test_train_cli_synth_and_fit(synth, tmp_path, capsys):
                 "--mean-params", "data", "--no-progress", "--log-every", "1",
                 *sum((["--override", f"{k}={v}"] for k, v in TINY.items()), [])]) == 0
     assert (tmp_path / "r" / "checkpoints" / "step-00000002" / "model.safetensors").is_file()
-    from deforhmr_model.checkpoint import load_model
+    from deforhmr_model.network.checkpoint import load_model
     assert load_model(tmp_path / "r" / "checkpoints" / "step-00000002" / "model.safetensors").config.variant == "def-m"
     # bad inputs: one line, exit status 1
     assert run(["train", "fit", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "x")]) == 1

@@ -2,7 +2,7 @@
 
 The shipped open body (13k vertices) and SMPL (6890) are too slow to render hundreds of
 times in a CPU test, so the tests write a ~900-vertex body in the same ``.npz`` format
-(``deforhmr_model.smpl_io.write_body_npz``) and load it with ``load_body_data``: one tube
+(``deforhmr_model.body.smpl_io.write_body_npz``) and load it with ``load_body_data``: one tube
 per bone of SMPL's 24-joint tree, skinned to the bone's parent joint, with a joint
 regressor that reproduces the joints exactly and ten linear shape directions.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deforhmr_model.body import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, load_body_data
-from deforhmr_model.smpl_io import write_body_npz
+from deforhmr_model.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, load_body_data
+from deforhmr_model.body.smpl_io import write_body_npz
 
 from .body_fixtures import REST_JOINTS as SHARED_REST_JOINTS
 

@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         generator_version=GENERATOR_VERSION,
     )
     sys.path.insert(0, str(REPO))
-    from deforhmr_model.smpl_io import write_body_npz
+    from deforhmr_model.body.smpl_io import write_body_npz
     path = write_body_npz(args.out, arrays, meta)
     print(f"wrote {path}: {len(v_template)} vertices, {len(faces)} faces, {path.stat().st_size / 1e6:.2f} MB; "
           f"total {time.time() - t_start:.1f} s")

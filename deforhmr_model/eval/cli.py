@@ -20,7 +20,7 @@ from pathlib import Path
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``eval`` to an argparse subparsers object."""
-    from .benchmarks import DATASETS
+    from deforhmr_model.eval.benchmarks import DATASETS
     p = subparsers.add_parser("eval", help="MPJPE / PA-MPJPE / PVE (mm) and PCK on benchmark files",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True,
@@ -45,21 +45,21 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N people")
     p.add_argument("--per-sequence", action="store_true", help="also print per-sequence tables")
     p.add_argument("--output", default=None, help="write all results as JSON here (atomic)")
-    from ..train.cli import guard
+    from deforhmr_model.train.cli import guard
     p.set_defaults(func=guard(_evaluate, "eval"))
     return p
 
 
 def _evaluate(args) -> int:
     import torch
-    from ..body import BodyModel, default_body_data, find_smpl_file, load_body_data
-    from ..checkpoint import load_model
-    from ..train.datasets import NpzSource
-    from ..train.distributed import resolve_device
-    from ..weights import require_file
-    from .joints import load_regressor, make_j24_regressor
-    from .benchmarks import DATASETS
-    from .protocol import Evaluator, format_table, protocol_for, write_reports
+    from deforhmr_model.body.model import BodyModel, default_body_data, find_smpl_file, load_body_data
+    from deforhmr_model.network.checkpoint import load_model
+    from deforhmr_model.datasets.readers import NpzSource
+    from deforhmr_model.train.distributed import resolve_device
+    from deforhmr_model.files.weights import require_file
+    from deforhmr_model.eval.joints import load_regressor, make_j24_regressor
+    from deforhmr_model.eval.benchmarks import DATASETS
+    from deforhmr_model.eval.protocol import Evaluator, format_table, protocol_for, write_reports
 
     device = resolve_device(args.device)
     body = BodyModel(load_body_data(args.body) if args.body else default_body_data()).to(device)

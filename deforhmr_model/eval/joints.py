@@ -85,9 +85,9 @@ PROTOCOLS = {
 
 
 def safe_unpickle(data: bytes):
-    """Load a pickle of numpy arrays/containers with :func:`deforhmr_model.smpl_io.safe_unpickle`'s
+    """Load a pickle of numpy arrays/containers with :func:`deforhmr_model.body.smpl_io.safe_unpickle`'s
     allow-list (Python-2 pickles read as latin1). Raises ``SMPLFileError`` (a ValueError)."""
-    from ..smpl_io import safe_unpickle as _safe
+    from deforhmr_model.body.smpl_io import safe_unpickle as _safe
     return _safe(data, "<regressor/label pickle>")
 
 
@@ -163,7 +163,7 @@ class J24Regressor(nn.Module):
 
 
 def make_j24_regressor(body, j19_path: str | Path | None = None) -> J24Regressor:
-    """The J24 regressor for a :class:`deforhmr_model.body.BodyModel`, best source first:
+    """The J24 regressor for a :class:`deforhmr_model.body.model.BodyModel`, best source first:
 
     1. ``j19_path`` (a ``SMPL_to_J19.pkl`` / ``J_regressor_extra.npy`` for this body);
     2. for SMPL (6890 vertices), ``SMPL_to_J19.pkl`` found in the weights folders;
@@ -173,7 +173,7 @@ def make_j24_regressor(body, j19_path: str | Path | None = None) -> J24Regressor
     Raises FileNotFoundError / RegressorFileError for a bad explicit path.
     """
     import logging
-    from ..weights import find_file
+    from deforhmr_model.files.weights import find_file
     V = body.num_vertices
     if j19_path is None and V == 6890:
         j19_path = find_file("SMPL_to_J19.pkl", subdirs=("", "smpl"))

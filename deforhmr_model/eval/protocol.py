@@ -3,7 +3,7 @@
 Protocol (``hmr2_reference.md`` §7):
 
 * **Data**: the field's standard ``.npz`` files (SPIN / ProHMR layout, see
-  :mod:`deforhmr_model.train.datasets`): ``imgname``, ``center``, ``scale`` and
+  :mod:`deforhmr_model.datasets.readers`): ``imgname``, ``center``, ``scale`` and
   ground truth as SMPL parameters (``pose``/``shape`` or ``body_pose``/``betas``,
   with ``gender``) or as 3D joints (``S`` / ``extra_keypoints_3d``). Crops: the
   box rule of HMR 2.0, 256x192, no augmentation, no blur.
@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..result import atomic_write
-from .benchmarks import DATASETS  # noqa: F401  (re-exported)
-from .joints import PROTOCOLS, JointProtocol
-from .metrics import mpjpe, pa_mpjpe, pck, pve
+from deforhmr_model.files.result import atomic_write
+from deforhmr_model.eval.benchmarks import DATASETS  # noqa: F401  (re-exported)
+from deforhmr_model.eval.joints import PROTOCOLS, JointProtocol
+from deforhmr_model.eval.metrics import mpjpe, pa_mpjpe, pck, pve
 
 @dataclass
 class EvalReport:
@@ -82,7 +82,7 @@ class Evaluator:
 
     Args:
         model: a DeforHMR (eval mode is set here).
-        body: neutral body model for predictions (``deforhmr_model.body.BodyModel``).
+        body: neutral body model for predictions (``deforhmr_model.body.model.BodyModel``).
         gt_bodies: {'n': neutral, 'm': male, 'f': female} body models for GT meshes
             (missing genders fall back to 'n' with a note).
         protocol: a :class:`JointProtocol`.
@@ -111,7 +111,7 @@ class Evaluator:
     @torch.no_grad()
     def evaluate_3d(self, source, name: str, model_name: str, max_samples: int | None = None) -> EvalReport:
         """MPJPE / PA-MPJPE / PVE (mm) over a 3D source (an ``NpzSource`` with GT)."""
-        from ..train.augment import crop_matrix, warp_image
+        from deforhmr_model.train.augment import crop_matrix, warp_image
         p = self.protocol
         n = len(source) if max_samples is None else min(len(source), max_samples)
         notes: list[str] = []
@@ -144,7 +144,7 @@ class Evaluator:
 
     def _ground_truth(self, labs, notes: list[str]):
         """GT joints (B, rows, 3) and vertices (B, V, 3) or None, metres, from SMPL params or joints."""
-        from ..rotation import axis_angle_to_rotmat
+        from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
         if all(lab.has_smpl > 0 for lab in labs):
             pose = torch.from_numpy(np.stack([lab.pose for lab in labs])).float().to(self.device).reshape(-1, 24, 3)
             betas = torch.from_numpy(np.stack([lab.betas for lab in labs])).float().to(self.device)
@@ -177,8 +177,8 @@ class Evaluator:
     def evaluate_2d(self, source, name: str, model_name: str, max_samples: int | None = None,
                     thresholds=(0.05, 0.1)) -> EvalReport:
         """PCK@thresholds over a 2D source (J24 keypoints with confidence)."""
-        from ..train.augment import crop_matrix, warp_image
-        from ..train.losses import crop_projection
+        from deforhmr_model.train.augment import crop_matrix, warp_image
+        from deforhmr_model.train.losses import crop_projection
         if self.j24 is None:
             raise ValueError("2D evaluation needs a J24 regressor")
         n = len(source) if max_samples is None else min(len(source), max_samples)
@@ -208,7 +208,7 @@ class Evaluator:
 
 def _crop_to_photo(uv: np.ndarray, A: np.ndarray) -> np.ndarray:
     """(K, 2) normalised crop coordinates -> photo pixels, inverting the (2, 3) crop affine."""
-    from ..train.augment import CROP_CENTER
+    from deforhmr_model.train.augment import CROP_CENTER
     px = uv * 256.0 + CROP_CENTER
     M = np.vstack([A, [0, 0, 1]])
     return (np.c_[px, np.ones(len(px))] @ np.linalg.inv(M).T)[:, :2]

@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from .cli import add_train_parser
+from deforhmr_model.train.cli import add_train_parser
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """Training crops and augmentation (HMR 2.0's recipe, ``hmr2_reference.md`` §3.2).
 
 Every training sample is cropped around its person box with HMR 2.0's rule
-(:mod:`deforhmr_model.crop`: 3:4 aspect expansion, square side ``bbox_size``)
+(:mod:`deforhmr_model.people.crop`: 3:4 aspect expansion, square side ``bbox_size``)
 and warped straight to the network's 256x192 (H x W) input. The augmentation
 parameters are drawn per sample from a seeded ``numpy.random.Generator``
 (the trainer derives the seed from ``(run seed, epoch, sample)``, which makes
@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ..crop import CROP_SIZE, CROP_WIDTH, IMAGE_MEAN, IMAGE_STD, crop_affine
-from ..eval.joints import J24_FLIP, SMPL24_FLIP
+from deforhmr_model.people.crop import CROP_SIZE, CROP_WIDTH, IMAGE_MEAN, IMAGE_STD, crop_affine
+from deforhmr_model.eval.joints import J24_FLIP, SMPL24_FLIP
 
 CROP_CENTER = np.array([CROP_WIDTH / 2, CROP_SIZE / 2])   # (96, 128) px in the 256x192 crop
 
@@ -83,7 +83,7 @@ def sample_aug(cfg: AugConfig, rng: np.random.Generator) -> AugParams:
 def crop_matrix(center: np.ndarray, size: float, aug: AugParams = AugParams()) -> np.ndarray:
     """(2, 3) affine: photo px -> 256x192 crop px, including the augmentation.
 
-    Built on :func:`deforhmr_model.crop.crop_affine` (the 256x256 square of HMR 2.0),
+    Built on :func:`deforhmr_model.people.crop.crop_affine` (the 256x256 square of HMR 2.0),
     followed by rotation/flip about the crop centre and the 32-px column offset.
     """
     size_aug = size * aug.scale

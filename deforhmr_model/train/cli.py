@@ -95,11 +95,11 @@ def _add_synth(sub) -> None:
 def guard(fn, command: str = "train"):
     """Wrap a ``deforhmr <command>`` handler: our own errors become one line and exit status 1."""
     def run(args) -> int:
-        from ..checkpoint import CheckpointError
-        from ..eval.joints import RegressorFileError
-        from ..smpl_io import SMPLFileError
-        from ..weights import MissingModelFileError
-        from .datasets import DatasetFileError
+        from deforhmr_model.network.checkpoint import CheckpointError
+        from deforhmr_model.eval.joints import RegressorFileError
+        from deforhmr_model.body.smpl_io import SMPLFileError
+        from deforhmr_model.files.weights import MissingModelFileError
+        from deforhmr_model.datasets.readers import DatasetFileError
         try:
             return fn(args)
         except (DatasetFileError, MissingModelFileError, CheckpointError, RegressorFileError, SMPLFileError,
@@ -111,15 +111,15 @@ def guard(fn, command: str = "train"):
 
 def open_data(spec: str, data_root: str | None = None, image_root: str | None = None, epoch_size=None):
     """A :class:`~.mixing.MixedSource` from a mixture file or comma-separated data files."""
-    from .datasets import open_source
-    from .mixing import MixedSource, open_mixture
+    from deforhmr_model.datasets.readers import open_source
+    from deforhmr_model.train.mixing import MixedSource, open_mixture
     if spec.endswith((".json", ".toml")):
         return open_mixture(spec, data_root)
     return MixedSource([open_source(s, image_root) for s in spec.split(",") if s], epoch_size=epoch_size)
 
 
 def _load_body(path):
-    from ..body import BodyModel, default_body_data, load_body_data
+    from deforhmr_model.body.model import BodyModel, default_body_data, load_body_data
     return BodyModel(load_body_data(path) if path else default_body_data())
 
 
@@ -138,12 +138,12 @@ def _parse_overrides(items: list[str]) -> dict:
 
 def _cmd_fit(args) -> int:
     import torch
-    from ..checkpoint import load_model, load_vitpose_backbone
-    from ..eval.joints import make_j24_regressor
-    from ..model import build_model
-    from .augment import AugConfig
-    from .distributed import init_distributed, shutdown
-    from .trainer import TrainConfig, Trainer, dataset_mean_params
+    from deforhmr_model.network.checkpoint import load_model, load_vitpose_backbone
+    from deforhmr_model.eval.joints import make_j24_regressor
+    from deforhmr_model.network.model import build_model
+    from deforhmr_model.train.augment import AugConfig
+    from deforhmr_model.train.distributed import init_distributed, shutdown
+    from deforhmr_model.train.trainer import TrainConfig, Trainer, dataset_mean_params
     if args.threads:
         torch.set_num_threads(args.threads)
     dist = init_distributed(args.device)
@@ -199,8 +199,8 @@ def _set_mean_params(model, how: str, train, dataset_mean_params) -> None:
 
 def _cmd_synth(args) -> int:
     import torch
-    from ..eval.joints import make_j24_regressor
-    from .synthetic import CANONICAL_POSES, SynthConfig, generate
+    from deforhmr_model.eval.joints import make_j24_regressor
+    from deforhmr_model.train.synthetic import CANONICAL_POSES, SynthConfig, generate
     if args.threads:
         torch.set_num_threads(args.threads)
     try:

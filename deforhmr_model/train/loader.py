@@ -32,9 +32,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..result import atomic_write
-from .augment import AugConfig, make_crop_sample, sample_aug
-from .mixing import MixedSource
+from deforhmr_model.files.result import atomic_write
+from deforhmr_model.train.augment import AugConfig, make_crop_sample, sample_aug
+from deforhmr_model.train.mixing import MixedSource
 
 
 class TrainDataset(torch.utils.data.Dataset):

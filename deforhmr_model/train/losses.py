@@ -26,8 +26,8 @@ averages per-rank gradients) and accumulation micro steps.
 
 Projection: the predicted weak-perspective camera ``(s, tx, ty)`` becomes the
 crop-camera translation ``(tx, ty, 2 f / (256 s))`` with f = 5000 px for the
-256-px square crop (``hmr2_reference.md`` §4, :func:`deforhmr_model.camera.cam_crop_to_full`),
-then :func:`deforhmr_model.camera.perspective_projection`. A scale s below 0.01
+256-px square crop (``hmr2_reference.md`` §4, :func:`deforhmr_model.geometry.camera.cam_crop_to_full`),
+then :func:`deforhmr_model.geometry.camera.perspective_projection`. A scale s below 0.01
 (the body behind the camera or absurdly far) is clamped to 0.01 for the
 projection, which keeps the squared 2D error finite.
 
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..camera import CROP_FOCAL_LENGTH, CROP_SIZE, cam_crop_to_full, perspective_projection
-from ..eval.joints import J24_HIPS, J24Regressor
-from ..rotation import axis_angle_to_rotmat
+from deforhmr_model.geometry.camera import CROP_FOCAL_LENGTH, CROP_SIZE, cam_crop_to_full, perspective_projection
+from deforhmr_model.eval.joints import J24_HIPS, J24Regressor
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
 
 
 MIN_CAM_SCALE = 1e-2   # s below this (body > 100 crops away or behind the camera) is clamped
@@ -91,7 +91,7 @@ class HMRLoss(nn.Module):
     """The weighted training loss of the module table.
 
     Args:
-        body: a :class:`deforhmr_model.body.BodyModel` (predictions and GT vertices).
+        body: a :class:`deforhmr_model.body.model.BodyModel` (predictions and GT vertices).
         joints: J24 regressor for the body (see :class:`~deforhmr_model.eval.joints.J24Regressor`).
         weights: :class:`LossWeights`.
     """

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import DatasetFileError, open_source
+from deforhmr_model.datasets.readers import DatasetFileError, open_source
 
 PAPER_MIX = Path(__file__).with_name("paper_mix.json")
 

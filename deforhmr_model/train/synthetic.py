@@ -2,7 +2,7 @@
 
 Each sample is one body (the open body, or SMPL when installed) in a random
 plausible pose and shape, rendered with the project's renderer
-(:func:`deforhmr_model.render.render_meshes`) over a random background, and
+(:func:`deforhmr_model.files.render.render_meshes`) over a random background, and
 written in the SPIN ``.npz`` layout (:mod:`.datasets`) next to its images:
 
 * **Pose**: one of a few canonical poses (standing, walking, arms raised,
@@ -39,9 +39,9 @@ import torch
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from ..render import render_meshes
-from ..result import atomic_write
-from ..rotation import axis_angle_to_rotmat
+from deforhmr_model.files.render import render_meshes
+from deforhmr_model.files.result import atomic_write
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
 
 _DEG = np.pi / 180
 # canonical poses: {SMPL joint: axis-angle (radians)} in SMPL's rest frame (Y up, Z forward, X left)
@@ -143,7 +143,7 @@ def generate(out_dir: str | Path, body, joints, cfg: SynthConfig = SynthConfig()
 
     Args:
         out_dir: output folder (created).
-        body: ``deforhmr_model.body.BodyModel`` (its betas space is used as is).
+        body: ``deforhmr_model.body.model.BodyModel`` (its betas space is used as is).
         joints: the :class:`~deforhmr_model.eval.joints.J24Regressor` that defines the labels
             (train with the same one).
         cfg: :class:`SynthConfig`.

@@ -19,7 +19,7 @@ Precision: bf16 autocast on CUDA (``bf16=True``), float32 on CPU; the body model
 losses always run in float32.
 
 Checkpoints (``out_dir/checkpoints/step-XXXXXXXX/``): ``model.safetensors``
-(:func:`deforhmr_model.checkpoint.save_checkpoint`, config in the metadata),
+(:func:`deforhmr_model.network.checkpoint.save_checkpoint`, config in the metadata),
 ``train_state.pt`` (optimiser state, epoch, step in epoch, global step,
 config) and ``rng-rank<r>.pt`` (torch CPU/CUDA, numpy and Python RNG states of
 each rank). Both ``.pt`` files hold only tensors and plain values and are read
@@ -45,14 +45,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import load_state, save_checkpoint
-from ..eval.metrics import mpjpe, pa_mpjpe
-from ..result import atomic_write
-from .augment import AugConfig
-from .distributed import DistInfo, all_reduce_mean, barrier
-from .loader import BatchPlan, FeatureCache, TrainDataset, fingerprint, make_loader
-from .losses import HMRLoss, LossWeights, mid_hip_align
-from .mixing import MixedSource
+from deforhmr_model.network.checkpoint import load_state, save_checkpoint
+from deforhmr_model.eval.metrics import mpjpe, pa_mpjpe
+from deforhmr_model.files.result import atomic_write
+from deforhmr_model.train.augment import AugConfig
+from deforhmr_model.train.distributed import DistInfo, all_reduce_mean, barrier
+from deforhmr_model.train.loader import BatchPlan, FeatureCache, TrainDataset, fingerprint, make_loader
+from deforhmr_model.train.losses import HMRLoss, LossWeights, mid_hip_align
+from deforhmr_model.train.mixing import MixedSource
 
 TERMS = ("smpl_pose", "smpl_betas", "joints_3d", "joints_2d", "mesh")
 NO_DECAY_KEYWORDS = ("rpe", "relative_position", "pos_embed")
@@ -117,7 +117,7 @@ def dataset_mean_params(source: MixedSource, max_samples: int = 20000) -> tuple[
     Returns: pose_6d (144,) in the column-pair 6D layout, betas (10,). ValueError if no sample
     has SMPL labels."""
     import roma
-    from ..rotation import axis_angle_to_rotmat, rotmat_to_rot6d
+    from deforhmr_model.geometry.rotation import axis_angle_to_rotmat, rotmat_to_rot6d
     idx = np.unique(np.linspace(0, len(source) - 1, min(len(source), max_samples)).astype(int))
     labs = [lab for lab in (source.labels(int(i)) for i in idx) if lab.has_smpl > 0]
     if not labs:
@@ -145,7 +145,7 @@ class Trainer:
     Args:
         cfg: :class:`TrainConfig`.
         model: a ``DeforHMR`` (encoder frozen by its config).
-        body: the body model used by the losses (``deforhmr_model.body.BodyModel``).
+        body: the body model used by the losses (``deforhmr_model.body.model.BodyModel``).
         joints: its :class:`~deforhmr_model.eval.joints.J24Regressor`.
         train_source: a :class:`~.mixing.MixedSource`.
         val_source: optional held-out source (validated every ``val_every_epochs``).

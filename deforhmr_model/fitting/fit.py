@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from smplx.lbs import batch_rigid_transform
 
-from .camera import perspective_projection
-from .rotation import axis_angle_to_rotmat, rot6d_to_rotmat, rotmat_to_axis_angle, rotmat_to_rot6d
+from deforhmr_model.geometry.camera import perspective_projection
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat, rot6d_to_rotmat, rotmat_to_axis_angle, rotmat_to_rot6d
 
 # COCO-17 keypoint -> SMPL joint index (body keypoints); face keypoints come from vertices.
 COCO_TO_SMPL_JOINT = {5: 16, 6: 17, 7: 18, 8: 19, 9: 20, 10: 21, 11: 1, 12: 2, 13: 4, 14: 5, 15: 7, 16: 8}
@@ -204,7 +204,7 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
     """Fit bodies to 2D keypoints, batched over people.
 
     Args:
-        data: a ``BodyModelData`` (see :mod:`deforhmr_model.body`).
+        data: a ``BodyModelData`` (see :mod:`deforhmr_model.body.model`).
         keypoints: (P,17,3) COCO-17 keypoints (x px, y px, confidence in [0,1]).
         bboxes: (P,4) person boxes xyxy px (set the residual scale).
         focal_length: px; principal_point: (cx, cy) px.

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .deformable_attention import AttentionMaps, CrossAttention, DeformableCrossAttention, split_heads, merge_heads
+from deforhmr_model.network.deformable_attention import AttentionMaps, CrossAttention, DeformableCrossAttention, split_heads, merge_heads
 
 NUM_JOINTS = 24          # SMPL: global orient + 23 body joints
 NUM_BETAS = 10
@@ -70,7 +70,7 @@ class SMPLHead(nn.Module):
         num_queries: 1 or 25; cross_attention: "regular" | "deformable".
         dim, depth, self_heads, self_dim_head, cross_heads, cross_dim_head, mlp_dim, norm_eps,
         dropout: decoder sizes. groups, offset_range, offset_kernel, offset_stride, pe: see
-        :class:`~deforhmr_model.deformable_attention.DeformableCrossAttention`.
+        :class:`~deforhmr_model.network.deformable_attention.DeformableCrossAttention`.
     """
 
     def __init__(self, context_dim: int, context_size: tuple[int, int], num_queries: int = 25,

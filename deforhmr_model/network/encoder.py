@@ -61,7 +61,7 @@ class ViTEncoder(nn.Module):
         """
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != self.img_size:
             raise ValueError(f"encoder expects images (B, 3, {self.img_size[0]}, {self.img_size[1]}), "
-                             f"got {tuple(images.shape)}; crop people with deforhmr_model.crop first")
+                             f"got {tuple(images.shape)}; crop people with deforhmr_model.people.crop first")
         x = self.patch_embed(images)                                   # (B, N, C), N = gh * gw
         x = x + self.pos_embed[:, 1:] + self.pos_embed[:, :1]          # cls slot broadcast-added
         for blk in self.blocks:
