@@ -399,7 +399,7 @@ def write_body_npz(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[s
     Returns:
         The path written. Raises OSError if the folder is not writable.
     """
-    from deforhmr_model.files.result import atomic_write
+    from deforhmr_model.files.atomic import atomic_write
 
     V = len(arrays["v_template"])
     parents = np.asarray(arrays["parents"], np.int64)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deforhmr_model.files.result import atomic_write
+from deforhmr_model.files.atomic import atomic_write
 from deforhmr_model.eval.benchmarks import DATASETS  # noqa: F401  (re-exported)
 from deforhmr_model.eval.joints import PROTOCOLS, JointProtocol
 from deforhmr_model.eval.metrics import mpjpe, pa_mpjpe, pck, pve

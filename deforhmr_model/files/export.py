@@ -47,7 +47,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from deforhmr_model.files.result import ImageResult, atomic_write, save_result
+from deforhmr_model.files.atomic import atomic_write
+from deforhmr_model.files.result import ImageResult, save_result
 
 __all__ = ["export_obj", "export_glb", "export_result", "ExportError", "to_y_up", "Y_UP",
            "EXPORT_FORMATS"]

@@ -203,7 +203,7 @@ def save_png(path, rgb: np.ndarray) -> Path:
     """
     import io
 
-    from deforhmr_model.files.result import atomic_write
+    from deforhmr_model.files.atomic import atomic_write
     buf = io.BytesIO()
     # compress_level 1: 4x faster than the default 6 on big photos, files ~15% larger
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)

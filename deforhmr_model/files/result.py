@@ -50,13 +50,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from deforhmr_model.files.atomic import atomic_write
 
 SCHEMA = "deforhmr.result"
 SCHEMA_VERSION = 1
@@ -226,38 +226,6 @@ def load_result(path: str | os.PathLike) -> ImageResult:
         faces=data["faces"], lbs_weights=data["lbs_weights"], parents=data["parents"],
         joint_names=meta["body_model"]["joint_names"], body_model=bm,
         image_path=meta["image"]["path"], model=meta.get("model", {}))
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(fileobj)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
-
-    A failure leaves no partial file. Raises OSError when the folder is not writable.
-    """
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        write(f)
-    return Path(path)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path in ``path``'s folder for a writer that needs a file name; on a
-    clean exit it gets the usual permissions and is renamed to ``path``, on an error removed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _rotmat_to_aa(R: np.ndarray) -> np.ndarray:

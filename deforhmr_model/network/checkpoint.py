@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from deforhmr_model.network.configs import BACKBONES, ModelConfig
 from deforhmr_model.network.model import DeforHMR, build_from_config, build_model
-from deforhmr_model.files.result import atomic_path
+from deforhmr_model.files.atomic import atomic_path
 from deforhmr_model.files.weights import require_file
 
 FORMAT_VERSION = "1"

@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from deforhmr_model.files.result import atomic_write
+from deforhmr_model.files.atomic import atomic_write
 from deforhmr_model.train.augment import AugConfig, make_crop_sample, sample_aug
 from deforhmr_model.train.mixing import MixedSource
 

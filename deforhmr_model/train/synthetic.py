@@ -40,7 +40,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from deforhmr_model.files.render import render_meshes
-from deforhmr_model.files.result import atomic_write
+from deforhmr_model.files.atomic import atomic_write
 from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
 
 _DEG = np.pi / 180

@@ -47,7 +47,7 @@ from torch import nn
 
 from deforhmr_model.network.checkpoint import load_state, save_checkpoint
 from deforhmr_model.eval.metrics import mpjpe, pa_mpjpe
-from deforhmr_model.files.result import atomic_write
+from deforhmr_model.files.atomic import atomic_write
 from deforhmr_model.train.augment import AugConfig
 from deforhmr_model.train.distributed import DistInfo, all_reduce_mean, barrier
 from deforhmr_model.train.loader import BatchPlan, FeatureCache, TrainDataset, fingerprint, make_loader
