@@ -6,7 +6,7 @@ modules import the library when a node runs) and never needs an optional piece:
 * the library ``deforhmr_model`` ships beside this file; when it is not installed
   as a package, this folder is appended to ``sys.path`` (at the end, so ComfyUI's
   own top-level modules such as ``nodes`` keep precedence);
-* ``models/deforhmr`` (plus this pack's ``weights/``) and ``models/smpl`` are
+* ``models/deforhmr`` (plus this pack's ``deforhmr_model/weights/``) and ``models/smpl`` are
   registered with ComfyUI's ``folder_paths`` when it is there; a failure is logged,
   never raised.
 """

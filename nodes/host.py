@@ -20,7 +20,6 @@ from pathlib import Path
 log = logging.getLogger("deforhmr.nodes")
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
-REPO_WEIGHTS = PACK_ROOT / "weights"
 
 # ComfyUI model-folder names (``models/<name>``) the pack registers, and the files they hold.
 CHECKPOINT_FOLDER = "deforhmr"
@@ -38,6 +37,11 @@ def _folder_paths():
     return folder_paths
 
 
+def _shipped_weights() -> Path:
+    from deforhmr_model.files.weights import SHIPPED_WEIGHTS
+    return SHIPPED_WEIGHTS
+
+
 def _module(name: str):
     try:
         import importlib
@@ -49,14 +53,14 @@ def _module(name: str):
 # ----------------------------------------------------------------------------- model folders
 
 def register_model_folders() -> None:
-    """Register ``models/deforhmr`` (+ the pack's ``weights/``) and ``models/smpl`` with ComfyUI
+    """Register ``models/deforhmr`` (+ the pack's ``deforhmr_model/weights/``) and ``models/smpl`` with ComfyUI
     and tell :mod:`deforhmr_model.files.weights` to search them. Cheap; never raises."""
     try:
         fp = _folder_paths()
         if fp is not None:
             models_dir = Path(getattr(fp, "models_dir", PACK_ROOT / "models"))
             fp.add_model_folder_path(CHECKPOINT_FOLDER, str(models_dir / CHECKPOINT_FOLDER))
-            fp.add_model_folder_path(CHECKPOINT_FOLDER, str(REPO_WEIGHTS))
+            fp.add_model_folder_path(CHECKPOINT_FOLDER, str(_shipped_weights()))
             fp.add_model_folder_path(BODY_FOLDER, str(models_dir / BODY_FOLDER))
         sync_search_dirs()
     except Exception as e:  # registration must never break the pack's import
@@ -79,14 +83,14 @@ def sync_search_dirs() -> None:
     from deforhmr_model.files import weights
     for name in (CHECKPOINT_FOLDER, BODY_FOLDER):
         for p in model_folders(name):
-            if p != REPO_WEIGHTS:  # weights/ is already searched, last
+            if p != _shipped_weights():  # deforhmr_model/weights/ is already searched, last
                 weights.add_search_dir(p)
 
 
 def list_model_files(name: str, extensions: tuple[str, ...]) -> list[str]:
     """File names with one of ``extensions``: ComfyUI's model folder ``name`` (incl.
     extra_model_paths.yaml) plus the library's own search folders ($DEFORHMR_WEIGHTS,
-    ~/.cache/deforhmr, the pack's weights/), relative to the folder they are in.
+    ~/.cache/deforhmr, the pack's deforhmr_model/weights/), relative to the folder they are in.
     """
     files: set[str] = set()
     fp = _folder_paths()

@@ -37,7 +37,7 @@ def missing_file_message(name: str, folder: str, what: str) -> str | None:
 class LoadDeforHMRModel:
     """Build the recovery pipeline once; ComfyUI keeps it cached and can offload its network."""
 
-    DESCRIPTION = ("Loads a DeforHMR checkpoint from models/deforhmr (or the pack's weights/) and a body model "
+    DESCRIPTION = ("Loads a DeforHMR checkpoint from models/deforhmr (or the pack's deforhmr_model/weights/) and a body model "
                    "from models/smpl. 'none' fits the body to the detected 2D keypoints instead of running a "
                    "network; the open body (shipped) is used when no SMPL file is installed.")
 

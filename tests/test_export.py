@@ -1,7 +1,7 @@
 """Exporters: skinned GLB (Khronos validator, trimesh re-import, our own glTF skinning against
 the result's posed vertices), posed OBJ, npz; and the ImageResult builder the render tests share.
 
-Results are built without the pipeline: with the shipped open body (``weights/open_body.npz``
+Results are built without the pipeline: with the shipped open body (``deforhmr_model/weights/open_body.npz``
 through ``deforhmr_model.body.model``) when it is installed, else with a small synthetic skinned
 body generated here in the same format (24 SMPL joints, capsule limbs, <= 4 influences).
 """
@@ -20,7 +20,7 @@ from deforhmr_model.files.export import (EXPORT_FORMATS, ExportError, _skin_sets
 from deforhmr_model.files.result import ImageResult, PersonResult, load_result
 
 REPO = Path(__file__).resolve().parents[1]
-OPEN_BODY = REPO / "weights" / "open_body.npz"
+OPEN_BODY = REPO / "deforhmr_model" / "weights" / "open_body.npz"
 
 SMPL_NAMES = [
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -354,7 +354,7 @@ def test_export_rejects_inconsistent_result(three, tmp_path):
     assert not (tmp_path / "missing_dir").exists()
 
 
-@pytest.mark.skipif(not real_body_available(), reason="open body (weights/open_body.npz) not installed yet")
+@pytest.mark.skipif(not real_body_available(), reason="open body (deforhmr_model/weights/open_body.npz) not installed yet")
 def test_real_open_body_roundtrip(tmp_path):
     res = make_result([(0.0, 0.2, 4.0), (0.8, 0.0, 5.0)], body="real", seed=5)
     for max_influences, tol in ((8, 1e-3), (4, 1e-2)):

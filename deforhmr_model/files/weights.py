@@ -7,9 +7,10 @@ Search order for a file name (first hit wins):
 3. folders registered at run time with :func:`add_search_dir` (the ComfyUI
    node pack registers ``models/deforhmr`` and ``models/smpl``);
 4. ``~/.cache/deforhmr``;
-5. the repository's ``weights/`` folder (shipped, small, permissively licensed files).
+5. the package's own ``deforhmr_model/weights/`` folder (shipped, small, permissively
+   licensed files; package data, so it is there in editable, wheel and ComfyUI installs).
 
-``weights/manifest.json`` lists every file the product can use (purpose,
+``deforhmr_model/weights/manifest.json`` lists every file the product can use (purpose,
 licence, where to get it, where it goes); :func:`manifest_entry` reads it so
 that error messages tell the user exactly what to do.
 """
@@ -20,7 +21,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+REPO_WEIGHTS = SHIPPED_WEIGHTS  # former name (the folder used to sit at the repository root)
 _EXTRA_DIRS: list[Path] = []
 
 
@@ -38,7 +40,7 @@ def add_search_dir(path: str | os.PathLike) -> None:
 def search_dirs() -> list[Path]:
     """The folders searched, in order."""
     env = [Path(p) for p in os.environ.get("DEFORHMR_WEIGHTS", "").split(os.pathsep) if p]
-    return [*env, *_EXTRA_DIRS, Path.home() / ".cache" / "deforhmr", REPO_WEIGHTS]
+    return [*env, *_EXTRA_DIRS, Path.home() / ".cache" / "deforhmr", SHIPPED_WEIGHTS]
 
 
 def find_file(name: str, subdirs: tuple[str, ...] = ("",)) -> Path | None:
@@ -72,7 +74,7 @@ def require_file(name: str, subdirs: tuple[str, ...] = ("",)) -> Path:
 
 @lru_cache(maxsize=1)
 def _manifest() -> dict:
-    path = REPO_WEIGHTS / "manifest.json"
+    path = SHIPPED_WEIGHTS / "manifest.json"
     if not path.is_file():
         return {"files": []}
     return json.loads(path.read_text())

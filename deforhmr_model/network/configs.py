@@ -1,7 +1,7 @@
 """Named model variants and backbones as data (paper Tables 2-4; ``hmr2_reference.md`` §1, §2).
 
 Variants fix the decoder's architecture numbers only; weight facts (files, sha256,
-licences) live in ``weights/manifest.json``. :func:`make_config` is the one place that
+licences) live in ``deforhmr_model/weights/manifest.json``. :func:`make_config` is the one place that
 turns a variant name, a backbone name and keyword overrides into a frozen
 :class:`ModelConfig`; the builders in ``encoder``/``decoder``/``model`` receive plain
 keywords from it.

@@ -1,7 +1,7 @@
 """BlazePose (MediaPipe "pose", GHUM 3D full model) run with LiteRT, without mediapipe.
 
 Two TFLite models (Apache-2.0, copied unmodified from the mediapipe 0.10.21 wheel,
-see ``weights/LICENSE-mediapipe.txt``):
+see ``deforhmr_model/weights/LICENSE-mediapipe.txt``):
 
 * ``pose_detection.tflite``: SSD-style detector. Input ``(1, 224, 224, 3)`` f32 RGB in
   [-1, 1], the image letterboxed (aspect kept, black borders). Outputs raw boxes
