@@ -196,8 +196,9 @@ class DeformableCrossAttention(nn.Module):
         pos = self.sampling_positions(context)                         # (BG, Hk, Wk, 2)
         hk, wk = pos.shape[1:3]
         src = context + self.abs_pe.to(context.dtype) if self.pe == "absolute" else context
-        sampled = F.grid_sample(src.reshape(b * g, c // g, h, w), pos.to(src.dtype),
-                                mode="bilinear", padding_mode="zeros", align_corners=False)
+        # sampled in fp32 (grid and map): a bf16 grid is off by up to 1/128 of the map's width
+        sampled = F.grid_sample(src.reshape(b * g, c // g, h, w).float(), pos,
+                                mode="bilinear", padding_mode="zeros", align_corners=False).to(src.dtype)
         keys = sampled.reshape(b, c, hk * wk).transpose(1, 2)          # (B, N, C), channels (g, C/G)
         k, v = self.to_kv(keys).chunk(2, dim=-1)
         q = split_heads(self.to_q(x), self.heads)                           # (B, heads, Q, dh)
@@ -215,7 +216,7 @@ class DeformableCrossAttention(nn.Module):
         n = pos.shape[1] * pos.shape[2]
         table = self.rpe.reshape(q, g, hg, h, w).transpose(0, 1).reshape(1, g, q * hg, h, w)
         table = table.expand(b, g, q * hg, h, w).reshape(b * g, q * hg, h, w)
-        bias = F.grid_sample(table, pos.reshape(b * g, 1, n, 2).to(table.dtype),
+        bias = F.grid_sample(table.float(), pos.reshape(b * g, 1, n, 2),   # fp32 lookup, as above
                              mode="bilinear", padding_mode="zeros", align_corners=False)
         return bias.reshape(b, g, q, hg, n).permute(0, 1, 3, 2, 4).reshape(b, heads, q, n)
 
