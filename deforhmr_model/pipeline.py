@@ -11,12 +11,15 @@ Data flow (``design.md``)::
 
 Camera: pinhole with HMR 2.0's focal length ``5000/256 * max(W, H)`` px and the
 principal point at the image centre; OpenCV camera frame, metres.
+
+``HMRPipeline`` decides what runs; the work is done by its stages (``stages.py``):
+``NetworkStage`` (crops + batched forward + camera), ``FitStage`` (fitting/refinement) and
+``ResultBuilder`` (body forward -> ``ImageResult``).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -24,21 +27,14 @@ import numpy as np
 import torch
 
 from deforhmr_model.body.model import BodyModel, default_body_data, load_body_data
-from deforhmr_model.geometry.camera import cam_crop_to_full, default_focal_length, perspective_projection
-from deforhmr_model.people.crop import crop_person
-from deforhmr_model.fitting.fit import FitConfig, FitInit, extremity_keypoints, fit_to_keypoints
+from deforhmr_model.geometry.camera import default_focal_length
+from deforhmr_model.fitting.fit import FitConfig, FitInit, extremity_keypoints
 from deforhmr_model.files.image_io import load_image
-from deforhmr_model.files.result import ImageResult, PersonResult
+from deforhmr_model.files.result import ImageResult
+from deforhmr_model.stages import FitStage, NetworkStage, ResultBuilder
+from deforhmr_model.stages import Person as _Person
 
 log = logging.getLogger("deforhmr")
-
-
-@dataclass
-class _Person:
-    bbox: np.ndarray          # (4,) xyxy px
-    score: float
-    keypoints_coco: np.ndarray  # (17,3)
-    keypoints_extra: np.ndarray | None = None  # (6,3) heels, toes, hands (fitting.EXTRA_NAMES)
 
 
 class HMRPipeline:
@@ -74,14 +70,20 @@ class HMRPipeline:
         else:
             self.body_data = body
         self.body = BodyModel(self.body_data).to(self.device)
-        self.model = self._load_network(model, dtype)
-        self.model_name = _model_name(model, self.model)
+        self.network = self._load_network(model, dtype)
+        self.model = self.network.model if self.network is not None else None
+        self.model_name = self.network.name if self.network is not None else None
         self.refine = refine
         self.max_people = max_people
         self.det_threshold = det_threshold
         self.min_person = min_person
         self._detector = detector
-        self.fit_config = fit_config or FitConfig()
+        self.fitter = FitStage(self.body_data, fit_config or FitConfig())
+        self.builder = ResultBuilder(self.body, self.body_data)
+
+    @property
+    def fit_config(self) -> FitConfig:
+        return self.fitter.config
 
     # ------------------------------------------------------------------ public API
     @property
@@ -146,13 +148,8 @@ class HMRPipeline:
         return new
 
     # ------------------------------------------------------------------ stages
-    def _load_network(self, model, dtype):
-        if model is None or (isinstance(model, str) and model.lower() in ("", "none")):
-            return None
-        if isinstance(model, torch.nn.Module):
-            return model.to(self.device).eval()
-        from deforhmr_model.network.checkpoint import load_model
-        return load_model(model, device=self.device, dtype=dtype).eval()
+    def _load_network(self, model, dtype) -> NetworkStage | None:
+        return NetworkStage.load(model, self.device, dtype, smpl_betas=self.body_data.smpl_betas)
 
     @staticmethod
     def _camera(image: np.ndarray) -> tuple[float, tuple[float, float]]:
@@ -160,35 +157,7 @@ class HMRPipeline:
         return default_focal_length(W, H), (W / 2.0, H / 2.0)
 
     def _network(self, images, people, cams) -> list[FitInit | None]:
-        crops, owner = [], []
-        for i, (im, ppl) in enumerate(zip(images, people)):
-            for p in ppl:
-                crops.append(crop_person(im, p.bbox))
-                owner.append(i)
-        if not crops:
-            return [None] * len(images)
-        x = torch.stack([c.image for c in crops]).to(self.device)
-        dev = self.device.type
-        with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
-            pred = self.model(x)
-        go, bp, betas, cam = (t.float().cpu().clone() for t in (pred.global_orient, pred.body_pose, pred.betas, pred.pred_cam))
-        if (cam[:, 0] <= 1e-2).any():  # s <= 0 would put the body behind the camera
-            log.warning("network predicted a non-positive camera scale for %d person(s); clamped",
-                        int((cam[:, 0] <= 1e-2).sum()))
-            cam[:, 0] = cam[:, 0].clamp(min=1e-2)
-        if self.body_data.id == "open_body":  # SMPL-space betas mean nothing on the open body
-            betas = torch.zeros_like(betas)
-        centers = torch.tensor(np.stack([c.center for c in crops]), dtype=torch.float32)
-        sizes = torch.tensor([c.size for c in crops], dtype=torch.float32)
-        img_size = torch.tensor([[images[i].shape[1], images[i].shape[0]] for i in owner], dtype=torch.float32)
-        focal = torch.tensor([cams[i][0] for i in owner], dtype=torch.float32)
-        transl = cam_crop_to_full(cam, centers, sizes, img_size, focal)
-        owner_t = torch.tensor(owner)
-        out = []
-        for i in range(len(images)):
-            m = owner_t == i
-            out.append(FitInit(go[m].reshape(-1, 3, 3), bp[m], betas[m], transl[m]) if m.any() else None)
-        return out
+        return self.network(images, people, cams)
 
     def _fit_or_refine(self, ppl, focal, pp, init):
         if self.model is None:
@@ -198,45 +167,14 @@ class HMRPipeline:
         return init, f"network:{self.model_name}"
 
     def _fit(self, ppl, focal, pp, init):
-        if not ppl:
-            return None
-        kp = np.stack([p.keypoints_coco for p in ppl])
-        bb = np.stack([p.bbox for p in ppl])
-        extra = np.stack([p.keypoints_extra if p.keypoints_extra is not None else np.zeros((6, 3), np.float32)
-                          for p in ppl])
-        r = fit_to_keypoints(self.body_data, kp, bb, focal, pp, init=init, config=self.fit_config,
-                             extra_keypoints=extra)
-        return FitInit(r.global_orient, r.body_pose, r.betas, r.transl)
+        return self.fitter(ppl, focal, pp, init)
 
     def _build_result(self, image, ppl, focal, pp, params: FitInit | None, method,
                       image_size=None) -> ImageResult:
         if image_size is None:
             image_size = (image.shape[1], image.shape[0])
-        people = []
-        if ppl and params is not None:
-            dev = self.device
-            with torch.inference_mode():
-                go, bp, betas, tr = (t.to(dev).float() for t in
-                                     (params.global_orient, params.body_pose, params.betas, params.transl))
-                out = self.body(go, bp, betas, tr)
-                rest_v, rest_j = self.body.rest(betas)
-                j2d = perspective_projection(out.joints, focal, torch.tensor(pp, device=dev, dtype=torch.float32))
-            to_np = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
-            for k, p in enumerate(ppl):
-                people.append(PersonResult(
-                    betas=to_np(betas[k]), global_orient=to_np(go[k]), body_pose=to_np(bp[k]),
-                    transl=to_np(tr[k]), rest_vertices=to_np(rest_v[k]), rest_joints=to_np(rest_j[k]),
-                    vertices=to_np(out.vertices[k]), joints=to_np(out.joints[k]), joints_2d=to_np(j2d[k]),
-                    keypoints_2d=p.keypoints_coco.astype(np.float32), bbox=p.bbox.astype(np.float32),
-                    score=p.score, person_index=k,
-                    method=method[k] if isinstance(method, list) else method))
-        d = self.body_data
-        return ImageResult(
-            people=people, image_size=(int(image_size[0]), int(image_size[1])), focal_length=float(focal),
-            principal_point=(float(pp[0]), float(pp[1])), faces=np.asarray(d.faces, np.int32),
-            lbs_weights=np.asarray(d.lbs_weights, np.float32), parents=np.asarray(d.parents, np.int32),
-            joint_names=list(d.joint_names), body_model={"id": d.id, "name": d.name, "license": d.license},
-            model={"name": self.model_name} if self.model is not None else {})
+        model = {"name": self.model_name} if self.model is not None else {}
+        return self.builder(image_size, ppl, focal, pp, params, method, model)
 
 
 def _extra_keypoints(det) -> np.ndarray | None:
@@ -245,13 +183,3 @@ def _extra_keypoints(det) -> np.ndarray | None:
     if kp is None or np.shape(kp) != (33, 3):
         return None
     return extremity_keypoints(kp)
-
-
-def _model_name(spec, model) -> str | None:
-    """A short name for results: the checkpoint's file stem or name, else the variant."""
-    if model is None:
-        return None
-    if isinstance(spec, (str, Path)):
-        return Path(spec).stem if str(spec).endswith(".safetensors") else str(spec)
-    cfg = getattr(model, "config", None)
-    return getattr(cfg, "variant", None) or type(model).__name__

@@ -61,6 +61,7 @@ def test_open_body_file_contract(open_data):
     d = open_data
     assert OPEN_BODY.stat().st_size <= 3_000_000
     assert d.id == "open_body" and "Apache-2.0" in d.license and "anny" in d.source
+    assert not d.smpl_betas  # its own shape space: a network's SMPL betas do not apply
     with np.load(OPEN_BODY) as z:  # recorded metadata, no pickled objects
         assert str(z["generator_version"]) and "anny" in str(z["name"])
         assert "posedirs" not in z.files
@@ -255,7 +256,7 @@ def test_smpl_sized_file_gets_smpl_face_ids(tmp_path):
         arrays = {k: z[k] for k in z.files if not k.startswith("face_vertex") and k not in ("id", "name", "license")}
     np.savez(path, **arrays)
     d = load_body_data(path)
-    assert d.face_vertex_ids == SMPL_FACE_VERTEX_IDS and d.id == "smpl_neutral"
+    assert d.face_vertex_ids == SMPL_FACE_VERTEX_IDS and d.id == "smpl_neutral" and d.smpl_betas
     small = make_test_smpl_npz(tmp_path / "small.npz", seed=2)
     with np.load(small) as z:
         arrays = {k: z[k] for k in z.files if not k.startswith("face_vertex")}

@@ -61,3 +61,18 @@ def test_refine_result_reuses_a_result(photos, tiny_checkpoint):
     again = pipe.refine_result(res)
     assert again.people[0].method.endswith("+refine")
     assert _mean_reprojection(again)[0] < _mean_reprojection(res)[0]
+
+
+def test_network_betas_apply_only_to_an_smpl_shape_space(photos, tiny_checkpoint):
+    from deforhmr_model.files.image_io import load_image
+    from deforhmr_model.files.weights import REPO_WEIGHTS
+    from deforhmr_model.stages import NetworkStage, Person
+    pipe = HMRPipeline(model=tiny_checkpoint, body=REPO_WEIGHTS / "open_body.npz")
+    assert not pipe.body_data.smpl_betas
+    image = load_image(photos / "coco" / "000000000785.jpg")
+    people = [[Person(np.asarray(d.bbox, np.float32), float(d.score), np.asarray(d.keypoints_coco, np.float32))
+               for d in pipe.detect(image)]]
+    zeroed = pipe.network([image], people, [pipe._camera(image)])[0]
+    kept = NetworkStage(pipe.model, pipe.device, "tiny", smpl_betas=True)([image], people, [pipe._camera(image)])[0]
+    assert torch.all(zeroed.betas == 0) and kept.betas.abs().max() > 0
+    torch.testing.assert_close(zeroed.transl, kept.transl)

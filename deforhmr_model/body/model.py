@@ -85,7 +85,10 @@ class BodyModelData:
     (rows sum to 1); parents (24,) int64 (parents[0] = -1); shapedirs (V,3,10) f32;
     posedirs (207, V*3) f32 (all zero allowed: no pose blend shapes); joint_names (24 SMPL
     names); face_vertex_ids {nose, left_eye, right_eye, left_ear, right_ear} -> vertex index;
-    extra_regressors name -> (K,V) f32 (further regressed joint sets); path: file read.
+    extra_regressors name -> (K,V) f32 (further regressed joint sets); path: file read;
+    smpl_betas: True when the 10 betas span SMPL's shape space (SMPL's 6890-vertex mesh), so
+    betas predicted by a network trained on SMPL apply; False for another shape space (the
+    open body), where such betas mean nothing and are zeroed.
     """
 
     id: str
@@ -103,6 +106,7 @@ class BodyModelData:
     extra_regressors: dict[str, np.ndarray] = field(default_factory=dict)
     source: str = ""
     path: str | None = None
+    smpl_betas: bool = True
 
     @property
     def num_vertices(self) -> int:
@@ -139,6 +143,7 @@ def load_body_data(path: str | os.PathLike) -> BodyModelData:
         lbs_weights=a["lbs_weights"], parents=a["parents"], shapedirs=a["shapedirs"], posedirs=posedirs,
         joint_names=a["joint_names"] or list(SMPL_JOINT_NAMES), face_vertex_ids=face_ids,
         extra_regressors=a["extra_regressors"], source=meta.get("source", str(path)), path=str(path),
+        smpl_betas=V == SMPL_NUM_VERTICES,
     )
 
 

@@ -1,0 +1,195 @@
+"""The stages of the main job, the collaborators :class:`~deforhmr_model.pipeline.HMRPipeline` owns.
+
+``HMRPipeline`` decides *what* runs (detection, network or fitting, refinement); each stage
+here does one part of *how*:
+
+* :class:`NetworkStage`: crop every person (256x192, ``people.crop``), one batched network
+  forward over all people of all images, weak-perspective camera -> full-image translation
+  (``geometry.camera``). Output: a :class:`~deforhmr_model.fitting.fit.FitInit` per image.
+* :class:`FitStage`: fit (or refine) the body to each person's 2D keypoints
+  (``fitting.fit``). Output: a ``FitInit`` with the fitted parameters.
+* :class:`ResultBuilder`: body model forward (vertices, joints, rest shape, 2D joints) ->
+  :class:`~deforhmr_model.files.result.ImageResult`.
+
+Units and frames: pixels for image coordinates, metres and the OpenCV camera frame for
+translations and joints (see ``files/result.py``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from deforhmr_model.body.model import BodyModel, BodyModelData
+from deforhmr_model.files.result import ImageResult, PersonResult
+from deforhmr_model.fitting.fit import EXTRA_NAMES, FitConfig, FitInit, fit_to_keypoints
+from deforhmr_model.geometry.camera import cam_crop_to_full, perspective_projection
+from deforhmr_model.people.crop import crop_person
+
+log = logging.getLogger("deforhmr")
+
+MIN_CAM_SCALE = 1e-2  # weak-perspective scale below this would put the body behind the camera
+
+
+@dataclass
+class Person:
+    """One detected person as the stages see it."""
+
+    bbox: np.ndarray            # (4,) f32 xyxy px
+    score: float
+    keypoints_coco: np.ndarray  # (17, 3) f32 x px, y px, confidence
+    keypoints_extra: np.ndarray | None = None  # (6, 3) heels, toes, hands (fitting.EXTRA_NAMES)
+
+
+Camera = tuple[float, tuple[float, float]]  # (focal length px, (cx, cy) px)
+
+
+class NetworkStage:
+    """A DeforHMR network run over all people of a batch of images.
+
+    Args:
+        model: a loaded ``DeforHMR`` (any ``nn.Module`` returning ``HMROutput``), in eval mode.
+        device: where the crops go; bf16 autocast on CUDA.
+        name: short name for results (checkpoint stem or variant).
+        smpl_betas: False when the body's shape space is not SMPL's
+            (:attr:`BodyModelData.smpl_betas`): the predicted betas are then zeroed.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, name: str | None,
+                 smpl_betas: bool = True):
+        self.model, self.device, self.name, self.smpl_betas = model, torch.device(device), name, smpl_betas
+
+    @classmethod
+    def load(cls, spec, device: torch.device, dtype: torch.dtype | None = None,
+             smpl_betas: bool = True) -> "NetworkStage | None":
+        """None for ``spec`` None/""/"none"; a loaded module is moved to ``device``; a name or
+        path goes through :func:`deforhmr_model.network.checkpoint.load_model` (raises
+        ``MissingModelFileError``/``CheckpointError``)."""
+        if spec is None or (isinstance(spec, str) and spec.lower() in ("", "none")):
+            return None
+        if isinstance(spec, torch.nn.Module):
+            model = spec.to(device).eval()
+        else:
+            from deforhmr_model.network.checkpoint import load_model
+            model = load_model(spec, device=device, dtype=dtype).eval()
+        return cls(model, device, _model_name(spec, model), smpl_betas)
+
+    def __call__(self, images: Sequence[np.ndarray], people: Sequence[Sequence[Person]],
+                 cams: Sequence[Camera]) -> list[FitInit | None]:
+        """Per image the network's estimate for its people (None for an image without people).
+
+        images: HxWx3 uint8 RGB; people: per image; cams: per image (focal px, (cx, cy) px).
+        Rotations (P,3,3)/(P,23,3,3), betas (P,10), translation (P,3) metres, camera frame;
+        float32 on the CPU.
+        """
+        crops, owner = [], []
+        for i, (im, ppl) in enumerate(zip(images, people)):
+            for p in ppl:
+                crops.append(crop_person(im, p.bbox))
+                owner.append(i)
+        if not crops:
+            return [None] * len(images)
+        x = torch.stack([c.image for c in crops]).to(self.device)
+        dev = self.device.type
+        with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
+            pred = self.model(x)
+        go, bp, betas, cam = (t.float().cpu().clone() for t in
+                              (pred.global_orient, pred.body_pose, pred.betas, pred.pred_cam))
+        if (cam[:, 0] <= MIN_CAM_SCALE).any():
+            log.warning("network predicted a non-positive camera scale for %d person(s); clamped",
+                        int((cam[:, 0] <= MIN_CAM_SCALE).sum()))
+            cam[:, 0] = cam[:, 0].clamp(min=MIN_CAM_SCALE)
+        if not self.smpl_betas:  # SMPL-space betas mean nothing on another shape space
+            betas = torch.zeros_like(betas)
+        centers = torch.tensor(np.stack([c.center for c in crops]), dtype=torch.float32)
+        sizes = torch.tensor([c.size for c in crops], dtype=torch.float32)
+        img_size = torch.tensor([[images[i].shape[1], images[i].shape[0]] for i in owner], dtype=torch.float32)
+        focal = torch.tensor([cams[i][0] for i in owner], dtype=torch.float32)
+        transl = cam_crop_to_full(cam, centers, sizes, img_size, focal)
+        owner_t = torch.tensor(owner)
+        out = []
+        for i in range(len(images)):
+            m = owner_t == i
+            out.append(FitInit(go[m].reshape(-1, 3, 3), bp[m], betas[m], transl[m]) if m.any() else None)
+        return out
+
+
+class FitStage:
+    """Fit the body to the people's 2D keypoints (from ``init`` when given: refinement).
+
+    Args:
+        body_data: the body fitted.
+        config: :class:`~deforhmr_model.fitting.fit.FitConfig`.
+    """
+
+    def __init__(self, body_data: BodyModelData, config: FitConfig):
+        self.body_data, self.config = body_data, config
+
+    def __call__(self, people: Sequence[Person], focal: float, pp: tuple[float, float],
+                 init: FitInit | None) -> FitInit | None:
+        """Fitted parameters of ``people`` (None when there are none); focal and principal
+        point in px."""
+        if not people:
+            return None
+        kp = np.stack([p.keypoints_coco for p in people])
+        bb = np.stack([p.bbox for p in people])
+        none = np.zeros((len(EXTRA_NAMES), 3), np.float32)
+        extra = np.stack([p.keypoints_extra if p.keypoints_extra is not None else none for p in people])
+        r = fit_to_keypoints(self.body_data, kp, bb, focal, pp, init=init, config=self.config,
+                             extra_keypoints=extra)
+        return FitInit(r.global_orient, r.body_pose, r.betas, r.transl)
+
+
+class ResultBuilder:
+    """Body parameters -> :class:`ImageResult` (posed and rest meshes, joints, 2D joints).
+
+    Args:
+        body: the :class:`BodyModel` layer (on the pipeline's device).
+        body_data: its arrays (faces, skinning weights, names and licence go into the result).
+    """
+
+    def __init__(self, body: BodyModel, body_data: BodyModelData):
+        self.body, self.body_data = body, body_data
+
+    def __call__(self, image_size: tuple[int, int], people: Sequence[Person], focal: float,
+                 pp: tuple[float, float], params: FitInit | None, method: str | list[str],
+                 model: dict | None = None) -> ImageResult:
+        """image_size (W, H) px; ``method`` one string or one per person; ``model`` the
+        result's model info ({"name": ...} or {})."""
+        out_people = []
+        if people and params is not None:
+            dev = self.body.v_template.device
+            with torch.inference_mode():
+                go, bp, betas, tr = (t.to(dev).float() for t in
+                                     (params.global_orient, params.body_pose, params.betas, params.transl))
+                out = self.body(go, bp, betas, tr)
+                rest_v, rest_j = self.body.rest(betas)
+                j2d = perspective_projection(out.joints, focal, torch.tensor(pp, device=dev, dtype=torch.float32))
+            to_np = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+            for k, p in enumerate(people):
+                out_people.append(PersonResult(
+                    betas=to_np(betas[k]), global_orient=to_np(go[k]), body_pose=to_np(bp[k]),
+                    transl=to_np(tr[k]), rest_vertices=to_np(rest_v[k]), rest_joints=to_np(rest_j[k]),
+                    vertices=to_np(out.vertices[k]), joints=to_np(out.joints[k]), joints_2d=to_np(j2d[k]),
+                    keypoints_2d=p.keypoints_coco.astype(np.float32), bbox=p.bbox.astype(np.float32),
+                    score=p.score, person_index=k,
+                    method=method[k] if isinstance(method, list) else method))
+        d = self.body_data
+        return ImageResult(
+            people=out_people, image_size=(int(image_size[0]), int(image_size[1])), focal_length=float(focal),
+            principal_point=(float(pp[0]), float(pp[1])), faces=np.asarray(d.faces, np.int32),
+            lbs_weights=np.asarray(d.lbs_weights, np.float32), parents=np.asarray(d.parents, np.int32),
+            joint_names=list(d.joint_names), body_model={"id": d.id, "name": d.name, "license": d.license},
+            model=dict(model or {}))
+
+
+def _model_name(spec, model) -> str | None:
+    """A short name for results: the checkpoint's file stem or name, else the variant."""
+    if isinstance(spec, (str, Path)):
+        return Path(spec).stem if str(spec).endswith(".safetensors") else str(spec)
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "variant", None) or type(model).__name__
