@@ -12,19 +12,18 @@
   ``vitpose_backbone.pth``); ViTPose+ MoE files get ``fc2`` concatenated with one expert (§1.4).
 * ``convert_checkpoint(src, dst)``: any of the above to a DeforHMR safetensors file (CLI).
 
-Pickled files are read with ``torch.load(weights_only=True)``. Non-tensor objects that such
-files carry besides the weights (a yacs ``CfgNode`` in HMR 2.0's ``hyper_parameters``, numpy
-scalars in mmcv ``meta``) are allow-listed as inert stand-ins that run no code (numpy's own
-reconstructors are used for numpy objects); nothing else is ever unpickled.
+Pickled files are read with ``torch.load(weights_only=True)`` plus an exact allow-list
+(:func:`allowed_globals`): a yacs ``CfgNode`` in HMR 2.0's ``hyper_parameters`` becomes an
+OrderedDict (yacs is never imported), numpy scalars in mmcv ``meta`` use numpy's scalar/dtype
+reconstructors. Any other global a file names is refused before anything in it runs.
 
 A file that does not fit raises :class:`CheckpointError` listing missing / unexpected / mis-shaped
 keys (the first few and the counts) and what the file looks like (variant, backbone).
 """
 from __future__ import annotations
 
-import importlib
 import os
-import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -316,75 +315,100 @@ def _backbone_text(shapes: Mapping[str, tuple]) -> str:
 
 # ---------------------------------------------------------------------------- weights-only torch.load
 
-def load_torch_file(path: str | os.PathLike):
-    """``torch.load(path, weights_only=True)`` (CPU, memory-mapped for zip files) with inert
-    stand-ins for the non-tensor globals the file names. Raises CheckpointError if unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        require_file(str(path))
-    names: list[str] = []
-    is_zip = zipfile.is_zipfile(path)
-    if is_zip:
-        try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception:   # unreadable archive: torch.load below reports it
-            names = []
-    last: Exception | None = None
-    for flavour in ("mapping", "object"):
-        allow = [(_numpy_global(n) or _inert_global(n, flavour), n) for n in names]
-        if any(n.startswith("numpy.") for n in names):
-            allow += _numpy_dtype_classes()
-        try:
-            with torch.serialization.safe_globals(allow):
-                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, TypeError, ValueError) as e:
-            last = e
-    lines = [ln.strip() for ln in str(last).splitlines() if ln.strip()]
-    key = [ln for ln in lines if "WeightsUnpickler error" in ln or "got <class" in ln or "Unsupported" in ln]
-    msg = " ".join(key[-2:] or lines[:1]) or type(last).__name__
-    raise CheckpointError(f"{path} could not be read as a weights-only torch file: {msg[:300]}")
-
-
-def _numpy_dtype_classes() -> list[tuple[type, str]]:
-    """numpy's concrete dtype classes (``np.dtype('f8')`` unpickles to ``Float64DType``)."""
-    import numpy.dtypes
-    return [(getattr(numpy.dtypes, n), f"numpy.dtypes.{n}") for n in dir(numpy.dtypes) if n.endswith("DType")]
-
-
-def _numpy_global(name: str):
-    """numpy's own (safe) reconstructors for numpy globals, else None."""
-    if not name.startswith("numpy."):
-        return None
-    module, _, attr = name.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return None
-
-
 class _InertMapping:
-    """Stand-in for a pickled class: becomes a plain OrderedDict (items and attributes kept)."""
+    """Stand-in for a pickled ``dict`` subclass: becomes a plain OrderedDict (items and attributes
+    kept); its real class is never imported and none of its code runs."""
 
     def __new__(cls, *args, **kwargs):
         return OrderedDict()
 
 
-class _InertObject:
-    """Stand-in for a pickled class/function: keeps its arguments and state, runs nothing."""
-
-    def __new__(cls, *args, **kwargs):
-        obj = object.__new__(cls)
-        obj.args, obj.state = args, None
-        return obj
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        self.state = state
+class _YacsCfgNode(_InertMapping):
+    """``yacs.config.CfgNode``, read as an OrderedDict."""
 
 
-def _inert_global(name: str, flavour: str) -> type:
-    base = _InertMapping if flavour == "mapping" else _InertObject
-    module, _, qual = name.rpartition(".")
-    return type(qual or name, (base,), {"__module__": module, "__qualname__": qual or name})
+# Every non-torch global a model file may name, each with the file that needs it. Exact names only:
+# anything else (another numpy/builtins/torch function, a class of any library) is refused unread.
+_STAND_INS: dict[str, type] = {
+    # HMR 2.0 Lightning .ckpt (epoch=35-step=1000000.ckpt, hmr2_reference.md §8): hyper_parameters
+    # ["cfg"] is the yacs config given to save_hyperparameters (protocol-2 NEWOBJ + BUILD + SETITEMS).
+    "yacs.config.CfgNode": _YacsCfgNode,
+}
+
+
+def _numpy_globals() -> list[tuple[object, str]]:
+    """numpy objects a model file may hold: scalars (and their dtypes) in an mmcv ``meta`` dict.
+
+    ViTPose/mmpose ``.pth`` files saved by mmcv's runner carry ``meta["hook_msgs"]["best_score"]``,
+    an ``np.float64``, pickled as ``numpy.core.multiarray.scalar(numpy.dtype('f8'), bytes)``
+    (``numpy._core`` when written under numpy >= 2). ``numpy.dtype`` rebuilds into its concrete
+    class (e.g. ``Float64DType``), which torch must also allow for the BUILD that follows; only the
+    bool/integer/float dtype classes are listed (object, string and void dtypes are refused).
+    """
+    import numpy as np
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:                                # numpy 1.x
+        from numpy.core.multiarray import scalar
+    out: list[tuple[object, str]] = [(scalar, "numpy.core.multiarray.scalar"),
+                                     (scalar, "numpy._core.multiarray.scalar"),
+                                     (np.dtype, "numpy.dtype")]
+    for code in "?bBhHiIlLqQefd":
+        cls = type(np.dtype(code))
+        out.append((cls, f"{cls.__module__}.{cls.__name__}"))
+    return out
+
+
+def allowed_globals() -> list[tuple[object, str]]:
+    """The exact (object, "module.name") pairs :func:`load_torch_file` adds to torch's own
+    weights-only allow-list (tensors, storages, OrderedDict, torch.Size, ...)."""
+    return [(cls, name) for name, cls in _STAND_INS.items()] + _numpy_globals()
+
+
+def load_torch_file(path: str | os.PathLike):
+    """``torch.load(path, weights_only=True)`` (CPU, memory-mapped for zip files) with
+    :func:`allowed_globals` and nothing else: no code named by the file runs.
+
+    Works for zip (torch >= 1.6) and legacy (non-zip) torch files.
+    Raises:
+        MissingModelFileError: the path does not exist.
+        CheckpointError: unreadable, or the file names any other global (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        require_file(str(path))
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        with torch.serialization.safe_globals(allowed_globals()):
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch/zip/pickle raise many types for hostile bytes
+        raise CheckpointError(f"{path} was refused: {_refusal_reason(e)}") from None
+
+
+_GLOBAL_PATTERNS = (r"GLOBAL (\S+) was not an allowed global",
+                    r"unsupported GLOBAL (\S+) whose module",
+                    r"unrecognized function (\S+)",
+                    r"but got <class '([^']+)'>",
+                    r"got <class '([^']+)'>")
+
+
+def _refusal_reason(e: Exception) -> str:
+    """One complete sentence for a failed weights-only load, without torch's advice to load it
+    with ``weights_only=False`` (which would run the file's code)."""
+    text = str(e)
+    for pattern in _GLOBAL_PATTERNS:
+        m = re.search(pattern, text)
+        if m:
+            name = m.group(1).rstrip(".,;:")
+            name = name if "." in name else f"builtins.{name}"     # torch drops the "builtins." prefix
+            return (f"it names {name}, which a model file does not need, so it was not read (nothing "
+                    f"in it ran). Use the original HMR 2.0 .ckpt, ViTPose .pth or DeforHMR .safetensors file.")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()
+             and "weights_only" not in ln and "trust the source" not in ln.lower()]
+    first = lines[0] if lines else type(e).__name__
+    first = first.removeprefix("WeightsUnpickler error: ").rstrip(".")
+    if len(first) > 200:                     # keep whole words, say it was shortened
+        first = first[:200].rsplit(" ", 1)[0] + " (...)"
+    return f"it is not a readable torch model file ({type(e).__name__}: {first})."
