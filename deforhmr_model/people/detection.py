@@ -41,6 +41,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from deforhmr_model.people import blazepose as bp
+from deforhmr_model.people.tiling import MIN_TILE_SIDE, bounded_tile_side
 
 # BlazePose landmark index of each COCO-17 keypoint (COCO order: nose, left/right eye,
 # left/right ear, shoulders, elbows, wrists, hips, knees, ankles).
@@ -236,18 +237,26 @@ def tile_regions(width: int, height: int, min_person: float = 0.3, overlap: floa
     that size; the levels before it continue the covered range without a gap. Tiles of
     a level are squares overlapping by ``overlap`` x side, except along an axis the image
     exceeds by less than :data:`TILE_STRETCH` x side, where one tile spans the image.
+    The work is bounded (:func:`tiling.bounded_tile_side`): a level has at most
+    ``MAX_TILES_PER_LEVEL`` tiles of at least ``MIN_TILE_SIDE`` px; a level that had to be
+    coarsened is the last one (strips and tiny images get fewer, larger, letterboxed tiles).
     Returns [] when the whole image suffices.
     """
     big, small = max(width, height), min(width, height)
     target = min_person * small
     covered = big / fit[1]
     regions: list[tuple[float, float, float, float]] = []
+    if small < MIN_TILE_SIDE:                      # a strip or a thumbnail: the whole image is one pass
+        return regions
     while covered > target * 1.05 and covered > 16:
         last = target * fit[1] >= covered * fit[0]
         side = min(float(small), target * fit[1] if last else covered * fit[0])
-        regions += _grid(width, height, side, overlap)
-        covered = side / fit[1]
-        if last:
+        bounded = bounded_tile_side(side, lambda s: len(_grid(width, height, s, overlap)))
+        if bounded >= big:
+            break                                  # the whole-image pass already covers it
+        regions += _grid(width, height, bounded, overlap)
+        covered = bounded / fit[1]
+        if last or bounded != side:
             break
     return regions
 
