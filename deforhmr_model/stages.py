@@ -28,6 +28,7 @@ from deforhmr_model.body.model import BodyModel, BodyModelData
 from deforhmr_model.files.result import ImageResult, PersonResult
 from deforhmr_model.fitting.fit import EXTRA_NAMES, FitConfig, FitInit, fit_to_keypoints
 from deforhmr_model.geometry.camera import cam_crop_to_full, perspective_projection
+from deforhmr_model.network.inference import predict
 from deforhmr_model.people.crop import crop_person
 
 log = logging.getLogger("deforhmr")
@@ -53,7 +54,8 @@ class NetworkStage:
 
     Args:
         model: a loaded ``DeforHMR`` (any ``nn.Module`` returning ``HMROutput``), in eval mode.
-        device: where the crops go; bf16 autocast on CUDA.
+        device: where the crops go; bf16 autocast on CUDA, batches sized to free memory
+            (:func:`deforhmr_model.network.inference.predict`).
         name: short name for results (checkpoint stem or variant).
         smpl_betas: False when the body's shape space is not SMPL's
             (:attr:`BodyModelData.smpl_betas`): the predicted betas are then zeroed.
@@ -93,12 +95,9 @@ class NetworkStage:
                 owner.append(i)
         if not crops:
             return [None] * len(images)
-        x = torch.stack([c.image for c in crops]).to(self.device)
-        dev = self.device.type
-        with torch.inference_mode(), torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
-            pred = self.model(x)
-        go, bp, betas, cam = (t.float().cpu().clone() for t in
-                              (pred.global_orient, pred.body_pose, pred.betas, pred.pred_cam))
+        # chunks sized to the device's free memory; bf16 autocast on CUDA (network/inference.py)
+        pred = predict(self.model, torch.stack([c.image for c in crops]))
+        go, bp, betas, cam = pred.global_orient, pred.body_pose, pred.betas, pred.pred_cam.clone()
         if (cam[:, 0] <= MIN_CAM_SCALE).any():
             log.warning("network predicted a non-positive camera scale for %d person(s); clamped",
                         int((cam[:, 0] <= MIN_CAM_SCALE).sum()))
