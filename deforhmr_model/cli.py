@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "0.4 is ~4x faster and finds only main subjects)")
     inf.add_argument("--boxes", default=None,
                      help="user boxes 'x1,y1,x2,y2[;x1,y1,x2,y2...]' (px) applied to every input, bypassing detection")
+    cam = inf.add_mutually_exclusive_group()
+    cam.add_argument("--focal", type=float, default=None, metavar="PX",
+                     help="camera focal length in pixels (default: from the photo's EXIF, else a standard "
+                          "30 mm full-frame-equivalent lens)")
+    cam.add_argument("--fov", type=float, default=None, metavar="DEG",
+                     help="camera field of view in degrees across the image's longer side (instead of --focal)")
     inf.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     inf.add_argument("-v", "--verbose", action="store_true")
     inf.set_defaults(func=_cmd_infer)
@@ -153,6 +159,10 @@ def _cmd_infer(args) -> int:
         raise UsageError(f"--min-person {args.min_person}: must be in (0, 1]")
     if not 0.0 <= args.det_threshold <= 1.0:
         raise UsageError(f"--det-threshold {args.det_threshold}: must be between 0 and 1")
+    if args.focal is not None and not args.focal > 0:
+        raise UsageError(f"--focal {args.focal:g}: must be a positive number of pixels (e.g. 1500)")
+    if args.fov is not None and not 0.0 < args.fov < 180.0:
+        raise UsageError(f"--fov {args.fov:g}: must be between 0 and 180 degrees (e.g. 60)")
     boxes = _parse_boxes(args.boxes)
     out = Path(args.output)
     _check_output_dir(out)
@@ -182,7 +192,7 @@ def _cmd_infer(args) -> int:
     try:
         pipe = HMRPipeline(model=args.model, body=args.body, device=args.device, refine=args.refine,
                            max_people=args.max_people, det_threshold=args.det_threshold,
-                           min_person=args.min_person)
+                           min_person=args.min_person, focal_length=args.focal, fov=args.fov)
     except (MissingModelFileError, ValueError, RuntimeError) as e:
         raise UsageError(str(e)) from None
 
@@ -195,7 +205,7 @@ def _cmd_infer(args) -> int:
             tqdm.write(f"skipped: {e}", file=sys.stderr)
             failed += 1
             continue
-        result = pipe.recover([image], [pipe.detect(image, boxes)])[0]
+        result = pipe.recover([image], [pipe.detect(image, boxes)], [pipe.camera(image, path)])[0]
         result.image_path = str(path)
         if not result.people:
             tqdm.write(f"no person found: {path}", file=sys.stderr)

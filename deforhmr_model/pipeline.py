@@ -9,8 +9,11 @@ Data flow (``design.md``)::
           -> [no checkpoint] fit the body to the 2D keypoints (fitting)
           -> body model forward: vertices, joints (body) -> ImageResult (result)
 
-Camera: pinhole with HMR 2.0's focal length ``5000/256 * max(W, H)`` px and the
-principal point at the image centre; OpenCV camera frame, metres.
+Camera: one pinhole camera per photo, shared by its people: the user's focal
+length / field of view, else the photo's EXIF, else a standard 30 mm-equivalent
+lens (:func:`deforhmr_model.geometry.camera.choose_camera`); principal point at
+the image centre; OpenCV camera frame, metres. The result records the focal
+length and its source.
 
 ``HMRPipeline`` decides what runs; the work is done by its stages (``stages.py``):
 ``NetworkStage`` (crops + batched forward + camera), ``FitStage`` (fitting/refinement) and
@@ -27,9 +30,9 @@ import numpy as np
 import torch
 
 from deforhmr_model.body.model import BodyModel, default_body_data, load_body_data
-from deforhmr_model.geometry.camera import default_focal_length
+from deforhmr_model.geometry.camera import Camera, choose_camera
 from deforhmr_model.fitting.fit import FitConfig, FitInit, extremity_keypoints
-from deforhmr_model.files.image_io import load_image
+from deforhmr_model.files.image_io import load_image, read_exif_focal
 from deforhmr_model.files.result import ImageResult
 from deforhmr_model.stages import FitStage, NetworkStage, ResultBuilder
 from deforhmr_model.stages import Person as _Person
@@ -55,14 +58,21 @@ class HMRPipeline:
             image's short side (0.2 finds small background people, as the COCO/MPII
             annotations require; 0.4 is about 4x faster and finds only main subjects).
         fit_config: :class:`~deforhmr_model.fitting.fit.FitConfig`.
+        focal_length: the camera's focal length in px for every photo (overrides EXIF).
+        fov: the camera's field of view in degrees across the longer image side (overrides
+            EXIF; ``focal_length`` wins if both are given). Neither: EXIF, else a standard lens.
     Raises:
         MissingModelFileError: a named checkpoint/body file is not installed.
+        ValueError: focal_length <= 0 or fov outside (0, 180).
     """
 
     def __init__(self, model=None, body=None, device: str | torch.device = "cpu", refine: bool = False,
                  detector=None, max_people: int | None = None, det_threshold: float = 0.5,
-                 min_person: float = 0.2, fit_config: FitConfig | None = None, dtype: torch.dtype | None = None):
+                 min_person: float = 0.2, fit_config: FitConfig | None = None, dtype: torch.dtype | None = None,
+                 focal_length: float | None = None, fov: float | None = None):
         self.device = torch.device(device)
+        choose_camera(640, 480, focal_length, fov)  # validate the overrides now, not per image
+        self.focal_length, self.fov = focal_length, fov
         if body is None:
             self.body_data = default_body_data()
         elif isinstance(body, (str, Path)):
@@ -110,51 +120,58 @@ class HMRPipeline:
 
     def run_many(self, images: Sequence, boxes: Sequence | None = None) -> list[ImageResult]:
         """Run on several images; the network forward is batched over all people of all images."""
-        loaded, paths = [], []
+        loaded, paths, cams = [], [], []
         for img in images:
             loaded.append(load_image(img))
             paths.append(str(img) if isinstance(img, (str, Path)) else None)
+            cams.append(self.camera(loaded[-1], img))
         boxes = list(boxes) if boxes is not None else [None] * len(loaded)
         detections = [self.detect(im, b) for im, b in zip(loaded, boxes)]
-        results = self.recover(loaded, detections)
+        results = self.recover(loaded, detections, cams)
         for r, p in zip(results, paths):
             r.image_path = p
         return results
 
-    def recover(self, images: Sequence[np.ndarray], detections: Sequence[Sequence]) -> list[ImageResult]:
+    def camera(self, image: np.ndarray, source=None) -> Camera:
+        """The camera of one HxWx3 image: the pipeline's ``focal_length``/``fov`` if set, else
+        the EXIF of ``source`` (the image's file path or PIL image, if any), else the standard lens."""
+        H, W = image.shape[:2]
+        exif = read_exif_focal(source) if source is not None and self.focal_length is None \
+            and self.fov is None else None
+        return choose_camera(W, H, self.focal_length, self.fov, exif)
+
+    def recover(self, images: Sequence[np.ndarray], detections: Sequence[Sequence],
+                cameras: Sequence[Camera | None] | None = None) -> list[ImageResult]:
         """Bodies for given detections. images: list of HxWx3 uint8 RGB; detections: per image,
-        objects with ``bbox`` (4,), ``score`` and ``keypoints_coco`` (17,3)."""
+        objects with ``bbox`` (4,), ``score`` and ``keypoints_coco`` (17,3); cameras: per image a
+        :class:`~deforhmr_model.geometry.camera.Camera` (None: :meth:`camera` without EXIF)."""
         people = [[_Person(np.asarray(d.bbox, np.float32), float(d.score),
                            np.asarray(d.keypoints_coco, np.float32), _extra_keypoints(d))
                    for d in dets] for dets in detections]
-        cams = [self._camera(im) for im in images]
+        cameras = list(cameras) if cameras is not None else [None] * len(images)
+        cams = [c if c is not None else self.camera(im) for im, c in zip(images, cameras)]
         init = self._network(images, people, cams) if self.model is not None else [None] * len(images)
         out = []
-        for im, ppl, (f, pp), ini in zip(images, people, cams, init):
-            params, method = self._fit_or_refine(ppl, f, pp, ini)
-            out.append(self._build_result(im, ppl, f, pp, params, method))
+        for ppl, cam, ini in zip(people, cams, init):
+            params, method = self._fit_or_refine(ppl, cam.focal_length, cam.principal_point, ini)
+            out.append(self._build_result(ppl, cam, params, method))
         return out
 
     def refine_result(self, result: ImageResult) -> ImageResult:
         """Re-run 2D pose-guided refinement on an existing result, from its parameters."""
-        ppl = [_Person(p.bbox, p.score, p.keypoints_2d) for p in result.people]
+        ppl = [_Person(p.bbox, p.score, p.keypoints_2d, p.keypoints_extra) for p in result.people]
         t = lambda k: torch.as_tensor(np.stack([getattr(p, k) for p in result.people]))  # noqa: E731
         init = FitInit(t("global_orient"), t("body_pose"), t("betas"), t("transl")) if ppl else None
-        params = self._fit(ppl, result.focal_length, result.principal_point, init)
+        cam = Camera(result.focal_length, result.principal_point, result.image_size, result.focal_source)
+        params = self._fit(ppl, cam.focal_length, cam.principal_point, init)
         methods = [p.method if p.method.endswith("+refine") else p.method + "+refine" for p in result.people]
-        new = self._build_result(None, ppl, result.focal_length, result.principal_point, params,
-                                 methods, image_size=result.image_size)
+        new = self._build_result(ppl, cam, params, methods)
         new.image_path = result.image_path
         return new
 
     # ------------------------------------------------------------------ stages
     def _load_network(self, model, dtype) -> NetworkStage | None:
         return NetworkStage.load(model, self.device, dtype, smpl_betas=self.body_data.smpl_betas)
-
-    @staticmethod
-    def _camera(image: np.ndarray) -> tuple[float, tuple[float, float]]:
-        H, W = image.shape[:2]
-        return default_focal_length(W, H), (W / 2.0, H / 2.0)
 
     def _network(self, images, people, cams) -> list[FitInit | None]:
         return self.network(images, people, cams)
@@ -169,12 +186,9 @@ class HMRPipeline:
     def _fit(self, ppl, focal, pp, init):
         return self.fitter(ppl, focal, pp, init)
 
-    def _build_result(self, image, ppl, focal, pp, params: FitInit | None, method,
-                      image_size=None) -> ImageResult:
-        if image_size is None:
-            image_size = (image.shape[1], image.shape[0])
+    def _build_result(self, ppl, cam: Camera, params: FitInit | None, method) -> ImageResult:
         model = {"name": self.model_name} if self.model is not None else {}
-        return self.builder(image_size, ppl, focal, pp, params, method, model)
+        return self.builder(cam, ppl, params, method, model)
 
 
 def _extra_keypoints(det) -> np.ndarray | None:

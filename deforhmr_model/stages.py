@@ -27,7 +27,8 @@ import torch
 from deforhmr_model.body.model import BodyModel, BodyModelData
 from deforhmr_model.files.result import ImageResult, PersonResult
 from deforhmr_model.fitting.fit import EXTRA_NAMES, FitConfig, FitInit, fit_to_keypoints
-from deforhmr_model.geometry.camera import cam_crop_to_full, perspective_projection
+from deforhmr_model.geometry.camera import Camera, cam_crop_to_full, perspective_projection
+from deforhmr_model.geometry.ground import estimate_ground_plane
 from deforhmr_model.network.inference import predict
 from deforhmr_model.people.crop import crop_person
 
@@ -44,9 +45,6 @@ class Person:
     score: float
     keypoints_coco: np.ndarray  # (17, 3) f32 x px, y px, confidence
     keypoints_extra: np.ndarray | None = None  # (6, 3) heels, toes, hands (fitting.EXTRA_NAMES)
-
-
-Camera = tuple[float, tuple[float, float]]  # (focal length px, (cx, cy) px)
 
 
 class NetworkStage:
@@ -84,7 +82,8 @@ class NetworkStage:
                  cams: Sequence[Camera]) -> list[FitInit | None]:
         """Per image the network's estimate for its people (None for an image without people).
 
-        images: HxWx3 uint8 RGB; people: per image; cams: per image (focal px, (cx, cy) px).
+        images: HxWx3 uint8 RGB; people: per image; cams: per image the photo's camera (its
+        focal length converts the crop camera to the full image, as CLIFF does).
         Rotations (P,3,3)/(P,23,3,3), betas (P,10), translation (P,3) metres, camera frame;
         float32 on the CPU.
         """
@@ -107,7 +106,7 @@ class NetworkStage:
         centers = torch.tensor(np.stack([c.center for c in crops]), dtype=torch.float32)
         sizes = torch.tensor([c.size for c in crops], dtype=torch.float32)
         img_size = torch.tensor([[images[i].shape[1], images[i].shape[0]] for i in owner], dtype=torch.float32)
-        focal = torch.tensor([cams[i][0] for i in owner], dtype=torch.float32)
+        focal = torch.tensor([cams[i].focal_length for i in owner], dtype=torch.float32)
         transl = cam_crop_to_full(cam, centers, sizes, img_size, focal)
         owner_t = torch.tensor(owner)
         out = []
@@ -154,11 +153,13 @@ class ResultBuilder:
     def __init__(self, body: BodyModel, body_data: BodyModelData):
         self.body, self.body_data = body, body_data
 
-    def __call__(self, image_size: tuple[int, int], people: Sequence[Person], focal: float,
-                 pp: tuple[float, float], params: FitInit | None, method: str | list[str],
-                 model: dict | None = None) -> ImageResult:
-        """image_size (W, H) px; ``method`` one string or one per person; ``model`` the
-        result's model info ({"name": ...} or {})."""
+    def __call__(self, cam: Camera, people: Sequence[Person], params: FitInit | None,
+                 method: str | list[str], model: dict | None = None) -> ImageResult:
+        """``cam`` the photo's camera (its size is the image size); ``method`` one string or one
+        per person; ``model`` the result's model info ({"name": ...} or {}). The result gets a
+        ground plane (:func:`~deforhmr_model.geometry.ground.estimate_ground_plane`) when
+        people's feet are visible."""
+        focal, pp, image_size = cam.focal_length, cam.principal_point, cam.size
         out_people = []
         if people and params is not None:
             dev = self.body.v_template.device
@@ -175,15 +176,30 @@ class ResultBuilder:
                     transl=to_np(tr[k]), rest_vertices=to_np(rest_v[k]), rest_joints=to_np(rest_j[k]),
                     vertices=to_np(out.vertices[k]), joints=to_np(out.joints[k]), joints_2d=to_np(j2d[k]),
                     keypoints_2d=p.keypoints_coco.astype(np.float32), bbox=p.bbox.astype(np.float32),
+                    keypoints_extra=(p.keypoints_extra if p.keypoints_extra is not None
+                                     else np.zeros((len(EXTRA_NAMES), 3))).astype(np.float32),
                     score=p.score, person_index=k,
                     method=method[k] if isinstance(method, list) else method))
         d = self.body_data
+        ground = None
+        if out_people:
+            ground = estimate_ground_plane(np.stack([p.global_orient for p in out_people]),
+                                           np.stack([p.vertices for p in out_people]),
+                                           np.array([_foot_confidence(p) for p in out_people]))
         return ImageResult(
             people=out_people, image_size=(int(image_size[0]), int(image_size[1])), focal_length=float(focal),
-            principal_point=(float(pp[0]), float(pp[1])), faces=np.asarray(d.faces, np.int32),
+            principal_point=(float(pp[0]), float(pp[1])), focal_source=cam.source, ground_plane=ground,
+            faces=np.asarray(d.faces, np.int32),
             lbs_weights=np.asarray(d.lbs_weights, np.float32), parents=np.asarray(d.parents, np.int32),
             joint_names=list(d.joint_names), body_model={"id": d.id, "name": d.name, "license": d.license},
             model=dict(model or {}))
+
+
+def _foot_confidence(p: PersonResult) -> float:
+    """How sure we are that one of the person's feet is seen: the best foot's largest
+    ankle/heel/toe confidence."""
+    kp, ex = p.keypoints_2d[:, 2], p.keypoints_extra[:, 2]
+    return float(max(max(kp[15], ex[0], ex[2]), max(kp[16], ex[1], ex[3])))
 
 
 def _model_name(spec, model) -> str | None:

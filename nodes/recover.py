@@ -23,6 +23,13 @@ class RecoverHumanMesh:
             },
             "optional": {
                 "people": (PEOPLE, {"tooltip": "From Detect People; one entry per frame of image"}),
+                "focal_length_px": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0e6, "step": 1.0,
+                                              "tooltip": "Camera focal length in pixels; 0 = use field_of_view, "
+                                                         "or if that is 0 too a standard 30 mm full-frame-"
+                                                         "equivalent lens (ComfyUI images carry no EXIF)"}),
+                "field_of_view": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 179.0, "step": 0.5,
+                                            "tooltip": "Camera field of view in degrees across the longer "
+                                                       "image side (used when focal_length_px is 0); 0 = standard"}),
             },
         }
 
@@ -31,7 +38,9 @@ class RecoverHumanMesh:
     FUNCTION = "recover"
     CATEGORY = CATEGORY
 
-    def recover(self, model, image, frames_per_batch=4, people=None):
+    def recover(self, model, image, frames_per_batch=4, people=None, focal_length_px=0.0, field_of_view=0.0):
+        from deforhmr_model.geometry.camera import choose_camera
+
         from .convert import NodeInputError, image_to_frames
 
         frames = image_to_frames(image)
@@ -55,8 +64,10 @@ class RecoverHumanMesh:
             dets = (people.frames[start:start + step] if people is not None
                     else [pipe.detect(f) for f in chunk])
             # ComfyUI runs nodes in inference mode; only the keypoint fit (no network) needs autograd
+            cams = [choose_camera(f.shape[1], f.shape[0], float(focal_length_px) or None,
+                                  float(field_of_view) or None) for f in chunk]
             with host.autograd_allowed(pipe.model is None or pipe.refine):
-                results.extend(pipe.recover(chunk, dets))
+                results.extend(pipe.recover(chunk, dets, cams))
             pbar.update(len(chunk))
         return (results,)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deforhmr_model.geometry.camera import (cam_crop_to_full, cam_full_to_crop, default_focal_length,
+from deforhmr_model.geometry.camera import (cam_crop_to_full, cam_full_to_crop, hmr2_focal_length,
                                    perspective_projection)
 from deforhmr_model.people.crop import CROP_WIDTH, IMAGE_MEAN, IMAGE_STD, box_to_center_size, crop_person
 
 
 def test_focal_length_rule():
-    assert default_focal_length(640, 480) == 5000 / 256 * 640
+    assert hmr2_focal_length(640, 480) == 5000 / 256 * 640
 
 
 def test_crop_camera_round_trip_and_projection_consistency():
@@ -18,7 +18,7 @@ def test_crop_camera_round_trip_and_projection_consistency():
     center = torch.tensor([[300.0, 200.0], [50.0, 400.0]])
     size = torch.tensor([220.0, 90.0])
     img = torch.tensor([[640.0, 480.0], [640.0, 480.0]])
-    f = default_focal_length(640, 480)
+    f = hmr2_focal_length(640, 480)
     t = cam_crop_to_full(cam, center, size, img, f)
     assert torch.allclose(cam_full_to_crop(t, center, size, img, f), cam, atol=1e-5)
     # A point at the body origin projects to the crop-camera's prediction mapped to the photo:

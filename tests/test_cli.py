@@ -78,6 +78,10 @@ def test_usage_errors(tmp_path, capsys, photos):
     assert code == 2 and "--boxes" in err
     code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--model", "no-such-model")
     assert code == 2 and "no-such-model" in err and "searched" in err
+    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--focal", "-3")
+    assert code == 2 and "--focal" in err
+    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--fov", "200")
+    assert code == 2 and "--fov" in err
 
 
 def test_user_boxes_bypass_detection(photos, tmp_path, capsys):
@@ -88,6 +92,14 @@ def test_user_boxes_bypass_detection(photos, tmp_path, capsys):
     r = load_result(tmp_path / "000000000785.npz")
     assert len(r.people) == 1 and 0.0 < r.people[0].score <= 1.0
     np.testing.assert_allclose(r.people[0].bbox, [280, 44, 500, 392])
+    assert r.focal_source == "standard:30mm"  # no EXIF in the COCO photo
+    # the camera can be given: the focal length (px) is used and recorded with its source
+    code, _, err = _run(capsys, photos / "coco" / "000000000785.jpg", "-o", tmp_path / "f",
+                        "--boxes", "280,44,500,392", "--formats", "npz", "--focal", "1234.5")
+    assert code == 0, err
+    r2 = load_result(tmp_path / "f" / "000000000785.npz")
+    assert r2.focal_length == 1234.5 and r2.focal_source == "user:focal"
+    assert r2.people[0].transl[2] > r.people[0].transl[2]  # a longer lens puts the person further away
 
 
 def test_console_script_help():

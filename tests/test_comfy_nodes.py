@@ -411,6 +411,19 @@ def test_nodes_name_mismatched_inputs(pack, one_photo_run):
         mesh.convert([])
 
 
+def test_recover_node_camera_widgets(pack, one_photo_run):
+    """The Recover node's camera widgets set the focal length the results record."""
+    module, _ = pack
+    done, _, _ = one_photo_run
+    recover = module.NODE_CLASS_MAPPINGS["DeforHMRRecover"]()
+    model, image, people = done["2"]["outputs"][0], done["1"]["outputs"][0], done["3"]["outputs"][0]
+    (res,), = recover.recover(model, image, 4, people, focal_length_px=2000.0)
+    assert res.focal_length == 2000.0 and res.focal_source == "user:focal"
+    (res,), = recover.recover(model, image, 4, people, field_of_view=40.0)
+    assert res.focal_source == "user:fov" and abs(res.focal_length - max(res.image_size) / 2 / np.tan(np.radians(20))) < 1e-3
+    assert done["4"]["outputs"][0][0].focal_source == "standard:30mm"  # defaults: the standard lens
+
+
 TINY_CKPT = "tiny-def-m.safetensors"
 
 

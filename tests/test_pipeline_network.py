@@ -12,6 +12,7 @@ import torch
 
 from deforhmr_model.network.checkpoint import save_checkpoint
 from deforhmr_model.network.model import build_model
+from deforhmr_model.files.result import load_result, save_result
 from deforhmr_model.pipeline import HMRPipeline
 
 
@@ -55,12 +56,19 @@ def test_network_path_and_refinement(photos, tiny_checkpoint):
     assert (after < before).all() and np.median(after) < 15
 
 
-def test_refine_result_reuses_a_result(photos, tiny_checkpoint):
+def test_refine_result_reuses_a_result(photos, tiny_checkpoint, tmp_path):
     pipe = HMRPipeline(model=tiny_checkpoint)
     res = pipe(photos / "coco" / "000000000785.jpg")
-    again = pipe.refine_result(res)
+    assert (res.people[0].keypoints_extra[:, 2] > 0).any()  # heels, toes, hands are kept in the result
+    save_result(res, tmp_path / "r")
+    again = pipe.refine_result(load_result(tmp_path / "r.npz"))  # the Refine node's path, via a file
     assert again.people[0].method.endswith("+refine")
     assert _mean_reprojection(again)[0] < _mean_reprojection(res)[0]
+    # ... is the same refinement as refine=True (same keypoints, extremities included, same camera)
+    pipe.refine = True
+    direct = pipe(photos / "coco" / "000000000785.jpg")
+    assert again.focal_length == direct.focal_length and again.focal_source == direct.focal_source
+    np.testing.assert_allclose(again.people[0].joints, direct.people[0].joints, atol=2e-3)
 
 
 def test_network_betas_apply_only_to_an_smpl_shape_space(photos, tiny_checkpoint):
@@ -72,7 +80,7 @@ def test_network_betas_apply_only_to_an_smpl_shape_space(photos, tiny_checkpoint
     image = load_image(photos / "coco" / "000000000785.jpg")
     people = [[Person(np.asarray(d.bbox, np.float32), float(d.score), np.asarray(d.keypoints_coco, np.float32))
                for d in pipe.detect(image)]]
-    zeroed = pipe.network([image], people, [pipe._camera(image)])[0]
-    kept = NetworkStage(pipe.model, pipe.device, "tiny", smpl_betas=True)([image], people, [pipe._camera(image)])[0]
+    zeroed = pipe.network([image], people, [pipe.camera(image)])[0]
+    kept = NetworkStage(pipe.model, pipe.device, "tiny", smpl_betas=True)([image], people, [pipe.camera(image)])[0]
     assert torch.all(zeroed.betas == 0) and kept.betas.abs().max() > 0
     torch.testing.assert_close(zeroed.transl, kept.transl)

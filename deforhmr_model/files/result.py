@@ -41,10 +41,30 @@ vertices          (P, V, 3) f32  posed vertices, camera frame (translation appli
 joints            (P, J, 3) f32  posed joints, camera frame (translation applied)
 joints_2d         (P, J, 2) f32  ``joints`` projected into the image (px)
 keypoints_2d      (P, 17, 3) f32 COCO-17 keypoints used (x px, y px, confidence)
+keypoints_extra   (P, 6, 3) f32  heels, toes, hands used (``fitting.fit.EXTRA_NAMES``
+                                 order; x px, y px, confidence; 0 = not seen). Optional:
+                                 files written before it existed read back as zeros.
 bbox              (P, 4) f32     person box x1, y1, x2, y2 (px)
 score             (P,) f32       detection score (user boxes: pose presence)
 person_index      (P,) int32     person id, stable across frames when tracked
 ================  =============  ===================================================
+
+Metadata (``meta_json`` / the sidecar) besides the per-person summary:
+
+* ``camera``: ``model`` ("pinhole"), ``frame``, ``focal_length`` [fx, fy] px,
+  ``principal_point`` [cx, cy] px, and (newer files) ``focal_source``: where the
+  focal length came from (``user:focal``, ``user:fov``, ``exif:FocalLengthIn35mmFilm``,
+  ``exif:FocalLength+FocalPlaneXResolution``, ``standard:30mm``; see
+  :func:`deforhmr_model.geometry.camera.choose_camera`; "unknown" when absent) and
+  ``focal_length_35mm``, the 35 mm-equivalent lens in mm (``f * 43.27 / diagonal``).
+* ``ground_plane`` (newer files, may be null): the floor the people stand on, in the
+  camera frame (OpenCV, metres): ``normal`` [nx, ny, nz] unit vector pointing up
+  (out of the floor, towards the people; roughly -y for a level camera), ``offset``
+  d in metres such that floor points X satisfy ``normal . X + d = 0`` (a body point's
+  height above the floor is ``normal . X + d``), ``num_people`` whose feet defined it
+  and ``source`` ("feet": fitted heels/toes/ankles of people whose feet are visible,
+  normal from the people's mean up direction refined by the feet points). Null when no
+  visible feet support it. Readers must treat it as optional.
 """
 from __future__ import annotations
 
@@ -66,6 +86,8 @@ PERSON_ARRAYS = (
     "rest_vertices", "rest_joints", "vertices", "joints", "joints_2d", "keypoints_2d",
     "bbox", "score", "person_index",
 )
+# Person arrays that files written before they existed lack; read back as zeros of this shape.
+OPTIONAL_PERSON_ARRAYS = {"keypoints_extra": (6, 3)}
 BODY_ARRAYS = ("faces", "lbs_weights", "parents")
 
 
@@ -88,6 +110,7 @@ class PersonResult:
     joints_2d: np.ndarray        # (24, 2) f32 px
     keypoints_2d: np.ndarray     # (17, 3) f32 px + confidence
     bbox: np.ndarray             # (4,) f32 xyxy px
+    keypoints_extra: np.ndarray = field(default_factory=lambda: np.zeros((6, 3), np.float32))  # (6,3)
     score: float = 1.0
     person_index: int = 0
     method: str = "fit"          # "network:<variant>", "fit", "network:<variant>+refine"
@@ -117,6 +140,8 @@ class ImageResult:
     body_model: dict[str, Any]           # {"id", "name", "license", ...}
     image_path: str | None = None
     model: dict[str, Any] = field(default_factory=dict)  # {"name", "checkpoint"} or {}
+    focal_source: str = "unknown"        # see the module docstring (camera.focal_source)
+    ground_plane: dict[str, Any] | None = None  # {"normal": [3], "offset": m, ...} or None
 
     def metadata(self) -> dict[str, Any]:
         from deforhmr_model import __version__
@@ -131,7 +156,11 @@ class ImageResult:
                 "model": "pinhole", "frame": "opencv (x right, y down, z forward)",
                 "focal_length": [float(self.focal_length)] * 2,
                 "principal_point": [float(c) for c in self.principal_point],
+                "focal_source": self.focal_source,
+                "focal_length_35mm": float(self.focal_length) * float(np.hypot(36.0, 24.0))
+                / float(np.hypot(W, H)),
             },
+            "ground_plane": self.ground_plane,
             "body_model": {**self.body_model, "num_vertices": int(self.lbs_weights.shape[0]),
                            "num_joints": int(self.parents.shape[0]),
                            "joint_names": list(self.joint_names),
@@ -157,7 +186,8 @@ class ImageResult:
                  "rest_vertices": (V, 3), "rest_joints": (J, 3), "vertices": (V, 3),
                  "joints": (J, 3), "joints_2d": (J, 2), "keypoints_2d": (17, 3), "bbox": (4,),
                  "score": (), "person_index": ()}
-        for key in PERSON_ARRAYS:
+        empty.update(OPTIONAL_PERSON_ARRAYS)
+        for key in (*PERSON_ARRAYS, *OPTIONAL_PERSON_ARRAYS):
             vals = [np.asarray(getattr(p, key)) for p in self.people]
             dtype = np.int32 if key == "person_index" else np.float32
             out[key] = (np.stack(vals).astype(dtype) if vals
@@ -208,11 +238,14 @@ def load_result(path: str | os.PathLike) -> ImageResult:
     missing = [k for k in (*BODY_ARRAYS, *PERSON_ARRAYS) if k not in data]
     if missing:
         raise ResultFileError(f"{path}: missing arrays {missing}")
+    for key, shape in OPTIONAL_PERSON_ARRAYS.items():
+        if key not in data:
+            data[key] = np.zeros((len(meta["people"]), *shape), np.float32)
     people = []
     for i, info in enumerate(meta["people"]):
         known = {"index", "method", "score", "bbox", "transl", "betas"}
         people.append(PersonResult(
-            **{k: data[k][i] for k in PERSON_ARRAYS
+            **{k: data[k][i] for k in (*PERSON_ARRAYS, *OPTIONAL_PERSON_ARRAYS)
                if k not in ("score", "person_index", "global_orient_aa", "body_pose_aa")},
             score=float(data["score"][i]), person_index=int(data["person_index"][i]),
             method=info.get("method", "unknown"),
@@ -225,7 +258,22 @@ def load_result(path: str | os.PathLike) -> ImageResult:
         focal_length=float(cam["focal_length"][0]), principal_point=tuple(cam["principal_point"]),
         faces=data["faces"], lbs_weights=data["lbs_weights"], parents=data["parents"],
         joint_names=meta["body_model"]["joint_names"], body_model=bm,
-        image_path=meta["image"]["path"], model=meta.get("model", {}))
+        image_path=meta["image"]["path"], model=meta.get("model", {}),
+        focal_source=str(cam.get("focal_source", "unknown")), ground_plane=_ground_plane(meta.get("ground_plane")))
+
+
+def _ground_plane(gp) -> dict[str, Any] | None:
+    """The metadata's ground plane if well-formed (unit normal (3,), finite offset), else None."""
+    if not isinstance(gp, dict):
+        return None
+    try:
+        n = np.asarray(gp["normal"], np.float64).reshape(3)
+        d = float(gp["offset"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (np.isfinite(n).all() and np.isfinite(d)) or abs(np.linalg.norm(n) - 1.0) > 1e-3:
+        return None
+    return dict(gp)
 
 
 def _rotmat_to_aa(R: np.ndarray) -> np.ndarray:
