@@ -242,7 +242,7 @@ def section_numerics(args, device) -> None:
     print("\n## half precision vs fp32 on real dev-photo crops (random weights: a random camera scale near 0 puts "
           "a body far away, so translation errors in mm are large where depth is; 'depth rel %' is the median)")
     import roma
-    from deforhmr_model.geometry.camera import cam_crop_to_full, default_focal_length
+    from deforhmr_model.geometry.camera import cam_crop_to_full, standard_focal_length
     crops, meta = _dev_crops(args.numerics_people)
     if not len(crops):
         print("# no dev photos found at", SHARED)
@@ -250,7 +250,7 @@ def section_numerics(args, device) -> None:
     centers = torch.tensor(np.stack([m[0] for m in meta]), dtype=torch.float32)
     sizes = torch.tensor([m[1] for m in meta], dtype=torch.float32)
     img = torch.tensor([[m[2], m[3]] for m in meta], dtype=torch.float32)
-    focal = torch.tensor([default_focal_length(m[2], m[3]) for m in meta], dtype=torch.float32)
+    focal = torch.tensor([standard_focal_length(m[2], m[3]) for m in meta], dtype=torch.float32)
     print(f"{'variant':7} {'precision':9} {'crops':>5} {'rot mean deg':>12} {'rot max deg':>11} "
           f"{'transl mean mm':>14} {'transl max mm':>13} {'depth rel %':>11} {'betas max':>9}")
     precisions = [p for p in args.precisions if p != "fp32" and not (p == "fp16" and device.type == "cpu")]
