@@ -22,6 +22,7 @@ length and its source.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,7 @@ from deforhmr_model.stages import FitStage, NetworkStage, ResultBuilder
 from deforhmr_model.stages import Person as _Person
 
 log = logging.getLogger("deforhmr")
+OVERLAP_CHUNK = 8   # images per network call when detection runs ahead on a thread (GPU only)
 
 
 class HMRPipeline:
@@ -118,16 +120,33 @@ class HMRPipeline:
         """Run the main job on one image (path, HxWx3 uint8 RGB array or tensor)."""
         return self.run_many([image], [boxes])[0]
 
-    def run_many(self, images: Sequence, boxes: Sequence | None = None) -> list[ImageResult]:
-        """Run on several images; the network forward is batched over all people of all images."""
+    def run_many(self, images: Sequence, boxes: Sequence | None = None, chunk: int = OVERLAP_CHUNK,
+                 overlap: bool | None = None) -> list[ImageResult]:
+        """Run on several images; the network forward is batched over all people of all images.
+
+        With the network on a GPU, detection (CPU) runs in a background thread ahead of the
+        network: images are recovered ``chunk`` at a time as their detections arrive, so the GPU
+        does not wait for the detector of the whole batch. The detector stays on one thread
+        (its LiteRT interpreters are not thread-safe). ``overlap`` None = only with a network
+        on a non-CPU device; True/False force it (results are the same either way).
+        """
         loaded, paths, cams = [], [], []
         for img in images:
             loaded.append(load_image(img))
             paths.append(str(img) if isinstance(img, (str, Path)) else None)
             cams.append(self.camera(loaded[-1], img))
         boxes = list(boxes) if boxes is not None else [None] * len(loaded)
-        detections = [self.detect(im, b) for im, b in zip(loaded, boxes)]
-        results = self.recover(loaded, detections, cams)
+        if overlap is None:
+            overlap = self.network is not None and self.network.device.type != "cpu"
+        if not overlap or len(loaded) <= chunk:
+            results = self.recover(loaded, [self.detect(im, b) for im, b in zip(loaded, boxes)], cams)
+        else:
+            results = []
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deforhmr-detect") as pool:
+                futures = [pool.submit(self.detect, im, b) for im, b in zip(loaded, boxes)]
+                for start in range(0, len(loaded), chunk):
+                    dets = [f.result() for f in futures[start:start + chunk]]
+                    results += self.recover(loaded[start:start + chunk], dets, cams[start:start + chunk])
         for r, p in zip(results, paths):
             r.image_path = p
         return results

@@ -84,3 +84,21 @@ def test_network_betas_apply_only_to_an_smpl_shape_space(photos, tiny_checkpoint
     kept = NetworkStage(pipe.model, pipe.device, "tiny", smpl_betas=True)([image], people, [pipe.camera(image)])[0]
     assert torch.all(zeroed.betas == 0) and kept.betas.abs().max() > 0
     torch.testing.assert_close(zeroed.transl, kept.transl)
+
+
+def test_detection_overlapped_with_network_gives_the_same_results(photos, tiny_checkpoint):
+    """run_many's GPU mode (detection on a background thread, network chunk by chunk) on the CPU:
+    same people, same parameters as the sequential path, in the images' order."""
+    import glob
+    from deforhmr_model.files.image_io import load_image
+    paths = sorted(glob.glob(str(photos / "coco" / "*.jpg")))[:3]
+    images = [load_image(p) for p in paths] * 2                       # 6 images, chunks of 2
+    pipe = HMRPipeline(model=str(tiny_checkpoint))
+    seq = pipe.run_many(images, overlap=False)
+    ovl = pipe.run_many(images, overlap=True, chunk=2)
+    assert [len(r.people) for r in ovl] == [len(r.people) for r in seq] and sum(len(r.people) for r in seq) > 0
+    for a, b in zip(seq, ovl):
+        for pa, pb in zip(a.people, b.people):
+            np.testing.assert_allclose(pa.bbox, pb.bbox)
+            np.testing.assert_allclose(pa.transl, pb.transl, atol=1e-4)
+            np.testing.assert_allclose(pa.body_pose, pb.body_pose, atol=1e-4)
