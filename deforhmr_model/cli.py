@@ -104,14 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------- infer
 def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
-    """Files to process and one-line problems for inputs that match nothing."""
+    """Files to process and one-line problems for inputs that match nothing.
+
+    Folders give their image files (:data:`IMAGE_SUFFIXES`), without hidden files and without
+    this product's ``*_overlay.png`` outputs; other files there are counted in one notice line.
+    Files named explicitly are always tried."""
+    from deforhmr_model.files.output_set import is_output_name
     files, problems = [], []
     for pat in patterns:
         p = Path(pat)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+            entries = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+            found = [q for q in entries if q.suffix.lower() in IMAGE_SUFFIXES and not is_output_name(q.name)]
             if not found:
-                problems.append(f"{pat}: folder has no files")
+                problems.append(f"{pat}: folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            elif len(found) < len(entries):
+                print(f"{pat}: ignoring {len(entries) - len(found)} file(s) that are not photos "
+                      f"(other types, or *_overlay.png outputs)", file=sys.stderr)
             files.extend(found)
         elif p.is_file():
             files.append(p)
@@ -133,10 +142,11 @@ def _parse_boxes(text: str | None):
         return None
     import numpy as np
     try:
-        boxes = np.array([[float(v) for v in b.split(",")] for b in text.split(";") if b.strip()], np.float32)
+        boxes = np.array([[float(v) for v in b.split(",")] for b in text.split(";") if b.strip()], np.float64)
     except ValueError:
         boxes = np.zeros((0, 3))
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or (boxes[:, 2:] <= boxes[:, :2]).any():
+    if (boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all()
+            or (boxes[:, 2:] <= boxes[:, :2]).any()):
         raise UsageError(f"--boxes {text!r}: expected 'x1,y1,x2,y2[;...]' in pixels with x2>x1 and y2>y1")
     return boxes
 
@@ -163,6 +173,10 @@ def _cmd_infer(args) -> int:
         raise UsageError(f"--focal {args.focal:g}: must be a positive number of pixels (e.g. 1500)")
     if args.fov is not None and not 0.0 < args.fov < 180.0:
         raise UsageError(f"--fov {args.fov:g}: must be between 0 and 180 degrees (e.g. 60)")
+    if args.max_people is not None and args.max_people < 1:
+        raise UsageError(f"--max-people {args.max_people}: must be 1 or more (leave it out for everybody)")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be 1 or more (leave it out for torch's default)")
     boxes = _parse_boxes(args.boxes)
     out = Path(args.output)
     _check_output_dir(out)
@@ -173,6 +187,7 @@ def _cmd_infer(args) -> int:
         print("deforhmr: nothing to do: no input files", file=sys.stderr)
         return 1
 
+    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -182,18 +197,12 @@ def _cmd_infer(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        raise UsageError(f"--device {args.device!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available in this torch build/machine; "
-                         "use --device cpu (or install a CUDA build of torch)")
+    _check_device(args.device)
     try:
         pipe = HMRPipeline(model=args.model, body=args.body, device=args.device, refine=args.refine,
                            max_people=args.max_people, det_threshold=args.det_threshold,
                            min_person=args.min_person, focal_length=args.focal, fov=args.fov)
-    except (MissingModelFileError, ValueError, RuntimeError) as e:
+    except (MissingModelFileError, ValueError, RuntimeError, OSError) as e:
         raise UsageError(str(e)) from None
 
     done, failed, empty = 0, len(problems), 0
@@ -205,7 +214,12 @@ def _cmd_infer(args) -> int:
             tqdm.write(f"skipped: {e}", file=sys.stderr)
             failed += 1
             continue
-        result = pipe.recover([image], [pipe.detect(image, boxes)], [pipe.camera(image, path)])[0]
+        try:
+            result = pipe.recover([image], [pipe.detect(image, boxes)], [pipe.camera(image, path)])[0]
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:   # this image only; the batch goes on
+            tqdm.write(f"failed: {path}: {_one_line(e)}", file=sys.stderr)
+            failed += 1
+            continue
         result.image_path = str(path)
         if not result.people:
             tqdm.write(f"no person found: {path}", file=sys.stderr)
@@ -214,8 +228,8 @@ def _cmd_infer(args) -> int:
         stem = _unique_stem(path.stem, stems)
         try:
             written = write_outputs(result, image, out, stem, formats)
-        except OSError as e:
-            tqdm.write(f"failed to write outputs for {path}: {e}", file=sys.stderr)
+        except (OSError, ValueError) as e:
+            tqdm.write(f"failed to write outputs for {path} (none kept): {_one_line(e)}", file=sys.stderr)
             failed += 1
             continue
         done += 1
@@ -235,15 +249,47 @@ def _unique_stem(stem: str, used: set[str]) -> str:
 
 
 def write_outputs(result, image, out: Path, stem: str, formats) -> list[Path]:
-    """Write the requested outputs for one image; returns the paths written."""
+    """Write the requested outputs for one image as one set (:mod:`deforhmr_model.files.output_set`:
+    all or nothing; the stem's earlier outputs not in the new set are removed); returns the paths."""
     from deforhmr_model.files.export import export_result
+    from deforhmr_model.files.output_set import write_output_set
 
-    written = export_result(result, out, stem, [f for f in formats if f != "overlay"])
-    if "overlay" in formats:
-        from deforhmr_model.files.image_io import save_png
-        from deforhmr_model.files.render import render_overlay
-        written.append(save_png(out / f"{stem}_overlay.png", render_overlay(image, result).overlay))
-    return written
+    def write(folder: Path) -> list[Path]:
+        written = export_result(result, folder, stem, [f for f in formats if f != "overlay"])
+        if "overlay" in formats:
+            from deforhmr_model.files.image_io import save_png
+            from deforhmr_model.files.render import render_overlay
+            written.append(save_png(folder / f"{stem}_overlay.png", render_overlay(image, result).overlay))
+        return written
+    return write_output_set(out, stem, write)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, ValueError) else f"{type(e).__name__}: {text}"
+
+
+def _check_device(text: str) -> None:
+    """UsageError unless ``text`` names a device that can run the model here (cpu, an available
+    cuda/mps device)."""
+    import torch
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"--device {text!r}: {_one_line(e)}; use cpu or cuda[:N]") from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: CUDA is not available in this torch build/machine; "
+                             "use --device cpu (or install a CUDA build of torch)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                             f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        return
+    if device.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise UsageError(f"--device {text}: not a device that can run the model here; use cpu or cuda[:N]")
 
 
 # ---------------------------------------------------------------------- converters

@@ -35,7 +35,7 @@ from deforhmr_model.geometry.camera import Camera, choose_camera
 from deforhmr_model.fitting.fit import FitConfig, FitInit, extremity_keypoints
 from deforhmr_model.files.image_io import load_image, read_exif_focal
 from deforhmr_model.files.result import ImageResult
-from deforhmr_model.stages import FitStage, NetworkStage, ResultBuilder
+from deforhmr_model.stages import FitStage, NetworkStage, ResultBuilder, drop_non_finite
 from deforhmr_model.stages import Person as _Person
 
 log = logging.getLogger("deforhmr")
@@ -108,9 +108,11 @@ class HMRPipeline:
 
     def detect(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list:
         """Detections (boxes + keypoints) for one HxWx3 uint8 RGB image; ``boxes`` (N,4) xyxy
-        px bypass the person detector (keypoints are still estimated inside them)."""
-        if boxes is not None:  # one result per box, in the boxes' order; the user's box is kept
-            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        px bypass the person detector (keypoints are still estimated inside them). Boxes are
+        clipped to the image; ValueError for a non-finite box or one with nothing inside the image."""
+        if boxes is not None:  # one result per box, in the boxes' order; the user's box, clipped to the image
+            from deforhmr_model.people.detection import clip_boxes
+            boxes = clip_boxes(boxes, (image.shape[1], image.shape[0])).astype(np.float32)
             dets = self.detector.keypoints_for_boxes(image, boxes)
             return [dataclasses.replace(d, bbox=b) for d, b in zip(dets, boxes)]
         dets = sorted(self.detector.detect(image), key=lambda d: -float(d.score))
@@ -170,6 +172,8 @@ class HMRPipeline:
         cameras = list(cameras) if cameras is not None else [None] * len(images)
         cams = [c if c is not None else self.camera(im) for im, c in zip(images, cameras)]
         init = self._network(images, people, cams) if self.model is not None else [None] * len(images)
+        for i, ini in enumerate(init):              # a NaN/inf estimate: an error for that person only
+            people[i], init[i] = drop_non_finite(people[i], ini)
         out = []
         for ppl, cam, ini in zip(people, cams, init):
             params, method = self._fit_or_refine(ppl, cam.focal_length, cam.principal_point, ini)

@@ -116,6 +116,28 @@ class NetworkStage:
         return out
 
 
+def drop_non_finite(people: list[Person], init: FitInit | None) -> tuple[list[Person], FitInit | None]:
+    """The people whose network estimate is finite, and their rows of ``init``.
+
+    A person with NaN/inf in any parameter is an error for that person only: left out with one
+    warning line naming the likely cause. Returns the inputs unchanged when all are finite.
+    """
+    if init is None or not people:
+        return people, init
+    rows = [t.reshape(len(people), -1) for t in (init.global_orient, init.body_pose, init.betas, init.transl)]
+    ok = torch.stack([torch.isfinite(r).all(1) for r in rows]).all(0)
+    if bool(ok.all()):
+        return people, init
+    log.warning("network output is NaN/inf for %d of %d person(s), left out; the model file may hold "
+                "damaged weights: download or convert it again", int((~ok).sum()), len(people))
+    keep = [k for k in range(len(people)) if bool(ok[k])]
+    if not keep:
+        return [], None
+    idx = torch.tensor(keep)
+    return [people[k] for k in keep], FitInit(*(t[idx] for t in (init.global_orient, init.body_pose,
+                                                                   init.betas, init.transl)))
+
+
 class FitStage:
     """Fit the body to the people's 2D keypoints (from ``init`` when given: refinement).
 

@@ -47,9 +47,11 @@ def test_bad_inputs_each_get_one_line_and_a_summary(photos, tmp_path, capsys):
     code, _, err = _run(capsys, src, "-o", out)
     assert code == 1  # nothing produced
     lines = err.strip().splitlines()
-    for name in ("empty.jpg", "notes.txt", "truncated.jpg", "grey.png"):
+    for name in ("empty.jpg", "truncated.jpg", "grey.png"):
         hits = [ln for ln in lines if name in ln]
         assert len(hits) == 1, (name, lines)
+    assert not any("notes.txt" in ln for ln in lines)          # folders take image files only
+    assert sum("ignoring 1 file(s) that are not photos" in ln for ln in lines) == 1
     assert "Traceback" not in err
     assert "0 image(s) written" in lines[-1]
     assert not list(out.iterdir())

@@ -248,7 +248,8 @@ def test_protocol_and_argument_errors(tmp_path):
 def test_blank_image_has_nobody_and_batched_detector_matches_single():
     det = BlazePoseDetector()
     assert det.detect(np.full((240, 320, 3), 128, np.uint8)) == []
-    assert det.detect(np.zeros((2, 2, 3), np.uint8)) == []                    # tiny
+    with pytest.raises(ValueError, match="too small to find people in"):    # tiny: refused, naming the fix
+        det.detect(np.zeros((2, 2, 3), np.uint8))
     assert det.detect(np.zeros((60, 2000, 3), np.uint8)) == []                # strip: many tiles
     people = det.keypoints_for_boxes(np.zeros((50, 40, 3), np.uint8), [0, 0, 40, 50])
     assert len(people) == 1 and people[0].keypoints.shape == (33, 3)         # one per box, even if empty

@@ -43,6 +43,9 @@ def test_bounded_tile_side():
             bounded_tile_side(bad, count)
 
 
-def test_a_20000x2_image_is_detected_in_one_pass():
+def test_strips_are_detected_in_one_pass_or_refused_as_too_small():
     from deforhmr_model.people.detection import BlazePoseDetector
-    assert BlazePoseDetector(min_person=0.2).detect(np.zeros((2, 20000, 3), np.uint8)) == []
+    det = BlazePoseDetector(min_person=0.2)
+    assert det.detect(np.zeros((20, 20000, 3), np.uint8)) == []          # one whole-image pass
+    with pytest.raises(ValueError, match=r"20000x2 px is too small .*use a larger photo"):
+        det.detect(np.zeros((2, 20000, 3), np.uint8))

@@ -95,24 +95,25 @@ def read_body_arrays(path: str | os.PathLike) -> dict[str, Any]:
     return _canonical(raw, path)
 
 
+# every key _canonical reads (official names and our aliases); other entries are never read
+_NPZ_KEYS = frozenset({"v_template", "f", "faces", "J_regressor", "weights", "lbs_weights", "kintree_table",
+                       "parents", "shapedirs", "posedirs", "joint_names", "face_vertex_names",
+                       "face_vertex_ids", *META_KEYS})
+
+
 def _read_npz(path: Path) -> dict[str, Any]:
+    """The body keys of an npz, sizes checked from each entry's header before reading
+    (:func:`deforhmr_model.files.npz.read_npz`); object entries become :class:`_Refused`."""
+    from deforhmr_model.files.npz import NpzReadError, ObjectEntry, read_npz
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise SMPLFileError(f"{path}: not a readable .npz file ({e})") from None
-    out: dict[str, Any] = {}
-    with npz:
-        for key in npz.files:
-            try:
-                out[key] = npz[key]
-            except ValueError:
-                # object arrays need pickle; we only refuse them if they are needed
-                out[key] = _Refused(key)
-    return out
+        raw = read_npz(path, lambda k: k in _NPZ_KEYS or k.startswith(EXTRA_PREFIX))
+    except NpzReadError as e:
+        raise SMPLFileError(f"{e}; use an SMPL .npz written by `deforhmr convert-smpl`") from None
+    return {k: _Refused(k) if isinstance(v, ObjectEntry) else v for k, v in raw.items()}
 
 
 class _Refused:
-    """Placeholder for an npz entry stored as pickled objects (not loaded)."""
+    """Placeholder for an npz entry stored as pickled Python objects (not loaded)."""
 
     def __init__(self, key: str):
         self.key = key
@@ -164,14 +165,14 @@ def _canonical(raw: dict, path: Path) -> dict[str, Any]:
         shapedirs = np.concatenate([shapedirs, np.zeros((V, 3, NUM_BETAS - shapedirs.shape[2]), np.float32)], 2)
     posedirs = _posedirs(_get(raw, "posedirs", path, required=False), V, path)
 
-    names = raw.get("joint_names")
+    names = _get(raw, "joint_names", path, required=False)
     joint_names = [str(n) for n in np.asarray(names).tolist()] if names is not None else None
     if joint_names is not None and len(joint_names) != NUM_JOINTS:
         raise SMPLFileError(f"{path}: 'joint_names' must list {NUM_JOINTS} names, got {len(joint_names)}")
     face_ids = None
     if "face_vertex_ids" in raw and "face_vertex_names" in raw:
-        keys = [str(k) for k in np.asarray(raw["face_vertex_names"]).tolist()]
-        ids = np.asarray(raw["face_vertex_ids"]).astype(np.int64).tolist()
+        keys = [str(k) for k in np.asarray(_get(raw, "face_vertex_names", path)).tolist()]
+        ids = np.asarray(_get(raw, "face_vertex_ids", path)).astype(np.int64).tolist()
         face_ids = dict(zip(keys, ids, strict=False))
         if len(keys) != len(ids) or set(face_ids) != set(FACE_KEYS) or not all(0 <= i < V for i in ids):
             raise SMPLFileError(f"{path}: face_vertex_names/ids must give {FACE_KEYS} -> vertex index in [0, {V})")
@@ -180,11 +181,16 @@ def _canonical(raw: dict, path: Path) -> dict[str, Any]:
         if isinstance(key, str) and key.startswith(EXTRA_PREFIX):
             if not key[len(EXTRA_PREFIX):].isidentifier():
                 raise SMPLFileError(f"{path}: extra regressor name in {key!r} must be a Python identifier")
-            reg = np.asarray(_dense(val), np.float32)
+            reg = np.asarray(_dense(_get(raw, key, path)), np.float32)
             _expect(key, reg, (None, V), path)
             extra[key[len(EXTRA_PREFIX):]] = reg
     meta = {k: str(np.asarray(raw[k]).item()) for k in META_KEYS
             if k in raw and not isinstance(raw[k], _Refused) and np.asarray(raw[k]).ndim == 0}
+    for name, arr in (("v_template", v), ("J_regressor", J_reg), ("weights", weights), ("shapedirs", shapedirs),
+                      ("posedirs", posedirs), *((EXTRA_PREFIX + k, r) for k, r in extra.items())):
+        if arr is not None and not np.isfinite(arr).all():
+            raise SMPLFileError(f"{path}: array {name!r} holds NaN or infinite values; the file is damaged "
+                                f"(re-convert the original SMPL file with `deforhmr convert-smpl`)")
     return dict(v_template=v, faces=faces, J_regressor=J_reg, lbs_weights=weights, parents=parents,
                 shapedirs=shapedirs, posedirs=posedirs, joint_names=joint_names,
                 face_vertex_ids=face_ids, extra_regressors=extra, meta=meta)

@@ -231,9 +231,9 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, variant: 
 # ---------------------------------------------------------------------------- strict loading
 
 def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``module`` strictly (all keys, same shapes); meta modules get the
-    tensors assigned (no copy). Raises CheckpointError with the differences and what the file
-    looks like."""
+    """Load ``state`` into ``module`` strictly (all keys, same shapes, finite values); meta modules
+    get the tensors assigned (no copy). Raises CheckpointError with the differences and what the
+    file looks like, or naming the tensors that hold NaN/inf."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     got = _shapes(state)
     missing = [k for k in expected if k not in got]
@@ -249,6 +249,13 @@ def load_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], sourc
                 more = f" ... (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
                 parts.append(f"{len(items)} {name}: {', '.join(items[:_SHOW])}{more}.")
         raise CheckpointError(" ".join(parts))
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not v.is_meta and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (+{len(bad) - _SHOW} more)" if len(bad) > _SHOW else ""
+        raise CheckpointError(f"{source} holds NaN or infinite weights in {len(bad)} tensor(s) "
+                              f"({', '.join(bad[:_SHOW])}{more}); the file is damaged: download or "
+                              f"convert it again.")
     is_meta = any(t.is_meta for t in module.state_dict().values())
     module.load_state_dict(dict(state), strict=True, assign=is_meta)
 

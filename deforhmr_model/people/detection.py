@@ -54,6 +54,7 @@ TILE_STRETCH = 1.25       # an axis at most this x the tile side gets one stretc
 DEDUP_IOU = 0.8
 DEDUP_KEYPOINT_DIST = 0.1  # median COCO keypoint distance, in units of sqrt(box area)
 BATCH = 8                  # tiles / crops per interpreter call (bounded: resizing the input is slow)
+MIN_IMAGE_SIDE = 16        # px; smaller images hold no findable person (1x1, 1000x1 strips)
 MIN_PRESENCE = 0.1         # pose presence below this: nobody in the crop (MediaPipe uses 0.5, which drops
                            # people overlapped by others; false detections score high anyway)
 
@@ -375,9 +376,28 @@ def _check_image(image) -> np.ndarray:
         desc = f"{type(image).__name__} {getattr(image, 'shape', '')} {getattr(image, 'dtype', '')}".strip()
         raise ValueError(f"detection needs an (H, W, 3) uint8 RGB numpy image, got {desc}; "
                          "convert it with deforhmr_model.files.image_io.load_image")
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ValueError(f"image too small for detection: {image.shape[1]}x{image.shape[0]} px")
+    if image.shape[0] < MIN_IMAGE_SIDE or image.shape[1] < MIN_IMAGE_SIDE:
+        raise ValueError(f"image {image.shape[1]}x{image.shape[0]} px is too small to find people in "
+                         f"(at least {MIN_IMAGE_SIDE} px on each side); use a larger photo")
     return np.ascontiguousarray(image)
+
+
+def clip_boxes(boxes, size: tuple[int, int]) -> np.ndarray:
+    """User boxes (N, 4) or (4,) x0, y0, x1, y1 px clipped to the image ``size`` = (W, H) -> (N, 4) f64.
+
+    Raises ValueError (naming the box) for a non-finite box, x1 <= x0 / y1 <= y0, or a box with
+    less than a pixel inside the image.
+    """
+    b = _check_boxes(boxes).copy()
+    W, H = size
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, W)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, H)
+    empty = np.flatnonzero((b[:, 2] - b[:, 0] < 1) | (b[:, 3] - b[:, 1] < 1))
+    if empty.size:
+        k = int(empty[0])
+        raise ValueError(f"box {k + 1} ({', '.join(f'{v:g}' for v in np.asarray(boxes, np.float64).reshape(-1, 4)[k])}) "
+                         f"lies outside the {W}x{H} px image; give boxes in pixels inside it")
+    return b
 
 
 def _check_boxes(boxes) -> np.ndarray:
