@@ -1,4 +1,4 @@
-"""The ``deforhmr`` command line: infer, convert-smpl, convert-checkpoint, train, eval.
+"""The ``deforhmr`` command line: infer, convert-smpl, convert-checkpoint, download, attention, train, eval.
 
 ``deforhmr infer INPUT... -o OUTDIR`` writes, per image ``<stem>``:
 ``<stem>.npz`` + ``<stem>.json`` (result file, see :mod:`deforhmr_model.files.result`),
@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("infer", help="recover every person's 3D body from photos")
     inf.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     inf.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created)")
-    inf.add_argument("--model", default="none",
-                     help="checkpoint name or .safetensors path; 'none' fits the body to 2D keypoints (default)")
+    inf.add_argument("--model", default="auto",
+                     help="'auto' (default): the installed network (def-m, else hmr2), else the fit; a checkpoint "
+                          "name or .safetensors path; 'none' fits the body to the 2D keypoints")
     inf.add_argument("--body", default=None,
                      help="SMPL-format body file (.npz/.pkl); default: SMPL neutral if installed, else the open body")
     inf.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
@@ -92,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="store the weights in this dtype (default: as loaded)")
     cc.set_defaults(func=_cmd_convert_checkpoint)
 
-    for name, mod in (("train", "deforhmr_model.train.cli"), ("eval", "deforhmr_model.eval.cli")):
+    for name, mod in (("download", "deforhmr_model.cli_network"), ("attention", "deforhmr_model.cli_network"),
+                      ("train", "deforhmr_model.train.cli"), ("eval", "deforhmr_model.eval.cli")):
         try:
             module = __import__(mod, fromlist=["x"])
             getattr(module, f"add_{name}_parser")(sub)

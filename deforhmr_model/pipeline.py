@@ -46,7 +46,9 @@ class HMRPipeline:
     """Detect, recover and (optionally) refine every person in a photo.
 
     Args:
-        model: None / "none" (fit to keypoints), a checkpoint name or path
+        model: "auto" (default: the first installed checkpoint of
+            :data:`~deforhmr_model.network.checkpoint.AUTO_MODELS`, else the fit),
+            None / "none" (fit to keypoints), a checkpoint name or path
             (see :func:`deforhmr_model.network.checkpoint.load_model`), or a loaded ``DeforHMR``.
         body: None (SMPL neutral if installed, else the shipped open body), a path to an
             SMPL-format ``.npz``/``.pkl``, or a ``BodyModelData``.
@@ -68,7 +70,7 @@ class HMRPipeline:
         ValueError: focal_length <= 0 or fov outside (0, 180).
     """
 
-    def __init__(self, model=None, body=None, device: str | torch.device = "cpu", refine: bool = False,
+    def __init__(self, model="auto", body=None, device: str | torch.device = "cpu", refine: bool = False,
                  detector=None, max_people: int | None = None, det_threshold: float = 0.5,
                  min_person: float = 0.2, fit_config: FitConfig | None = None, dtype: torch.dtype | None = None,
                  focal_length: float | None = None, fov: float | None = None):
@@ -82,6 +84,9 @@ class HMRPipeline:
         else:
             self.body_data = body
         self.body = BodyModel(self.body_data).to(self.device)
+        if isinstance(model, str) and model.lower() == "auto":   # method=auto: network if installed
+            from deforhmr_model.network.checkpoint import installed_model
+            model = installed_model()
         self.network = self._load_network(model, dtype)
         self.model = self.network.model if self.network is not None else None
         self.model_name = self.network.name if self.network is not None else None

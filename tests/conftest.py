@@ -44,5 +44,5 @@ def dev_results(photos):
     """The main job (no checkpoint: fit to BlazePose keypoints, open body unless SMPL is
     installed) run once on every dev photo: {Path: ImageResult}."""
     from deforhmr_model.pipeline import HMRPipeline
-    pipe = HMRPipeline()
+    pipe = HMRPipeline(model="none")
     return {p: pipe(p) for p in dev_photo_list(photos)}

@@ -72,6 +72,12 @@ def require_file(name: str, subdirs: tuple[str, ...] = ("",)) -> Path:
     raise MissingModelFileError(f"model file {name!r} not found; searched: {where}.{how}")
 
 
+def manifest() -> dict:
+    """``weights/manifest.json`` as a dict (``files``: every model file; ``downloads``: the
+    models ``deforhmr download`` knows)."""
+    return _manifest()
+
+
 @lru_cache(maxsize=1)
 def _manifest() -> dict:
     path = SHIPPED_WEIGHTS / "manifest.json"

@@ -121,6 +121,21 @@ def load_model(name_or_path: str | os.PathLike, device: str | torch.device = "cp
     return model.to(device=device, dtype=dtype).eval()
 
 
+AUTO_MODELS = ("def-m", "hmr2")
+"""Checkpoint names ``method=auto`` tries, in order: a DeforHMR def-m you trained, then the
+converted HMR 2.0 network (``deforhmr download hmr2``)."""
+
+
+def installed_model(names: tuple[str, ...] = AUTO_MODELS) -> str | None:
+    """The first of ``names`` installed as ``<name>.safetensors`` in the weights folders
+    (``weights.find_file``, subfolders "" and "deforhmr"), or None (then the pipeline fits)."""
+    from deforhmr_model.files.weights import find_file
+    for name in names:
+        if find_file(f"{name}.safetensors", subdirs=("", "deforhmr")) is not None:
+            return name
+    return None
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file, each in its own (SIMD-aligned) CPU allocation, read one
     at a time so peak memory stays near the model size."""
@@ -155,9 +170,24 @@ def import_hmr2_checkpoint(ckpt: str | os.PathLike) -> DeforHMR:
     backbone = infer_backbone({k[len("backbone."):]: s for k, s in shapes.items() if k.startswith("backbone.")})
     if backbone is None:
         raise CheckpointError(f"{ckpt} is not an HMR 2.0 checkpoint: it looks like {describe_state_dict(shapes)}")
-    model = build_model("reg-s", backbone, device="meta")
+    model = build_model("reg-s", backbone, device="meta", **_hmr2_decoder_sizes(shapes))
     load_state(model, kept, source=str(ckpt))
     return model.eval()
+
+
+def _hmr2_decoder_sizes(shapes: Mapping[str, tuple]) -> dict:
+    """Decoder sizes of an HMR 2.0-layout head read from its shapes (width D, depth, FFN width,
+    per-head widths with HMR 2.0's 8 heads); the public file gives the ``reg-s`` defaults
+    (1024, 6, 1024, 64, 64). Empty when the head keys are absent (load_state then reports it)."""
+    h = "smpl_head.transformer."
+    layer0 = f"{h}transformer.layers.0."
+    need = (f"{h}pos_embedding", f"{layer0}0.fn.to_qkv.weight", f"{layer0}1.fn.to_q.weight",
+            f"{layer0}2.fn.net.0.weight")
+    if not all(k in shapes for k in need):
+        return {}
+    layers = {k.split(".")[4] for k in shapes if k.startswith(f"{h}transformer.layers.")}
+    return dict(dim=shapes[need[0]][-1], depth=len(layers), mlp_dim=shapes[need[3]][0],
+                self_dim_head=shapes[need[1]][0] // 3 // 8, cross_dim_head=shapes[need[2]][0] // 8)
 
 
 def load_vitpose_backbone(model: DeforHMR | torch.nn.Module, pth: str | os.PathLike, expert: int = 0):
