@@ -158,40 +158,45 @@ def draw_attention(image: np.ndarray, people: Sequence[PersonAttention], max_sid
         return img
     tiles = []
     for p in people:
-        zoom = 2
-        crop = cv2.resize(p.crop, (p.crop.shape[1] * zoom, p.crop.shape[0] * zoom), interpolation=cv2.INTER_LINEAR)
-        _draw_one(crop, p.crop_points * zoom, p.weights, p.grid_shape, p.kind, p.crop_grid_box * zoom, None)
+        crop = draw_crop(p)
         th = img.shape[0]
-        tw = round(crop.shape[1] * th / crop.shape[0])
-        tiles.append(cv2.resize(crop, (tw, th), interpolation=cv2.INTER_LINEAR))
+        tiles.append(cv2.resize(crop, (round(crop.shape[1] * th / crop.shape[0]), th), interpolation=cv2.INTER_LINEAR))
     return np.concatenate([img, *tiles], axis=1)
 
 
+def draw_crop(p: PersonAttention, zoom: int = 2) -> np.ndarray:
+    """The person's network input enlarged ``zoom`` times ((256 zoom) x (192 zoom) x 3 uint8 RGB)
+    with the attention drawn on it."""
+    crop = cv2.resize(p.crop, (p.crop.shape[1] * zoom, p.crop.shape[0] * zoom), interpolation=cv2.INTER_LINEAR)
+    _draw_one(crop, p.crop_points * zoom, p.weights, p.grid_shape, p.kind, p.crop_grid_box * zoom, None)
+    return crop
+
+
 def _draw_one(img, pts, weights, grid_shape, kind, grid_box, bbox) -> None:
-    rel = weights / max(float(weights.max()), 1e-12)
+    """Draw one person's keys into ``img`` (in place): colour = weight scaled min..max (inferno);
+    sampling points: radius by weight / max weight; token cells: opacity by the same."""
+    span = float(weights.max() - weights.min())
+    rel = (weights - weights.min()) / span if span > 1e-12 else np.ones_like(weights)
+    size = weights / max(float(weights.max()), 1e-12)
     colors = cv2.applyColorMap((rel * 255).astype(np.uint8).reshape(-1, 1), cv2.COLORMAP_INFERNO)[:, 0, ::-1]
     cell = max((grid_box[2] - grid_box[0]) / grid_shape[1], 1.0)
+    H, W = img.shape[:2]
     if kind == "regular":
-        hk, wk = grid_shape
-        over = img.copy()
         half = cell / 2
         for (x, y), c, r in zip(pts, colors, rel):
-            cv2.rectangle(over, (int(x - half), int(y - half)), (int(x + half), int(y + half)),
-                          tuple(int(v) for v in c), -1)
-        alpha = 0.55
-        mask = np.zeros(img.shape[:2], np.uint8)
-        xs, ys = pts[:, 0], pts[:, 1]
-        cv2.rectangle(mask, (int(xs.min() - half), int(ys.min() - half)), (int(xs.max() + half), int(ys.max() + half)), 1, -1)
-        img[mask > 0] = (img[mask > 0] * (1 - alpha) + over[mask > 0] * alpha).astype(np.uint8)
+            x0, y0 = max(int(round(x - half)), 0), max(int(round(y - half)), 0)
+            x1, y1 = min(int(round(x + half)), W), min(int(round(y + half)), H)
+            if x1 > x0 and y1 > y0:
+                a = 0.15 + 0.6 * float(r)
+                img[y0:y1, x0:x1] = (img[y0:y1, x0:x1] * (1 - a) + c.astype(np.float32) * a).astype(np.uint8)
     else:
-        order = np.argsort(rel)                                  # strongest drawn last (on top)
-        for i in order:
+        for i in np.argsort(weights):                             # strongest drawn last (on top)
             x, y = pts[i]
-            r = max(1.5, cell * 0.45 * np.sqrt(rel[i]))
+            r = max(1.5, cell * 0.4 * np.sqrt(size[i]))
             cv2.circle(img, (int(round(x)), int(round(y))), int(round(r)), tuple(int(v) for v in colors[i]), -1,
                        lineType=cv2.LINE_AA)
     thick = max(1, int(round(cell / 12)))
     cv2.rectangle(img, (int(grid_box[0]), int(grid_box[1])), (int(grid_box[2]), int(grid_box[3])),
-                      (255, 255, 255), thick)
+                  (255, 255, 255), thick)
     if bbox is not None:
         cv2.rectangle(img, (int(bbox[0]), int(bbox[1])), (int(bbox[2]), int(bbox[3])), (60, 220, 60), thick)

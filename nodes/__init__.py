@@ -5,6 +5,7 @@ and the library are imported when a node runs. See ``nodes/README.md``.
 """
 from __future__ import annotations
 
+from .attention import AttentionMap
 from .detect import DetectPeople
 from .loader import LoadDeforHMRModel
 from .mesh import HumanMeshToMESH
@@ -23,6 +24,7 @@ _NODES = {
     "DeforHMRSave": (SaveHumanMesh, "Save Human Mesh"),
     "DeforHMRToMESH": (HumanMeshToMESH, "Human Mesh to MESH"),
     "DeforHMRToPoseKeypoint": (KeypointsToPoseKeypoint, "Keypoints to POSE_KEYPOINT"),
+    "DeforHMRAttention": (AttentionMap, "Attention Map (DeforHMR)"),
 }
 
 NODE_CLASS_MAPPINGS = {k: cls for k, (cls, _) in _NODES.items()}

@@ -5,6 +5,7 @@ from . import host
 from .handles import CATEGORY, MODEL
 
 NO_CHECKPOINT = "none (fit to keypoints)"
+AUTO_CHECKPOINT = "auto (network if installed, else fit)"
 BODY_AUTO = "auto (SMPL neutral if installed, else open body)"
 BODY_OPEN = "open body (shipped, Apache-2.0)"
 OPEN_BODY_FILE = "open_body.npz"
@@ -13,7 +14,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def checkpoint_choices() -> list[str]:
-    return [NO_CHECKPOINT, *host.list_model_files(host.CHECKPOINT_FOLDER, host.CHECKPOINT_EXTENSIONS)]
+    from .downloads import download_choices
+    return [AUTO_CHECKPOINT, NO_CHECKPOINT, *host.list_model_files(host.CHECKPOINT_FOLDER, host.CHECKPOINT_EXTENSIONS),
+            *download_choices()]
 
 
 def body_choices() -> list[str]:
@@ -38,16 +41,18 @@ class LoadDeforHMRModel:
     """Build the recovery pipeline once; ComfyUI keeps it cached and can offload its network."""
 
     DESCRIPTION = ("Loads a DeforHMR checkpoint from models/deforhmr (or the pack's deforhmr_model/weights/) and a body model "
-                   "from models/smpl. 'none' fits the body to the detected 2D keypoints instead of running a "
+                   "from models/smpl ('auto': an installed network, else the fit; 'download: NAME' fetches a known "
+                   "network on first use). 'none' fits the body to the detected 2D keypoints instead of running a "
                    "network; the open body (shipped) is used when no SMPL file is installed.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "checkpoint": (checkpoint_choices(), {
-                "default": NO_CHECKPOINT,
-                "tooltip": "Network weights (.safetensors) in ComfyUI/models/deforhmr. 'none' needs no download: "
-                           "the body is fitted to the 2D keypoints."}),
+                "default": AUTO_CHECKPOINT,
+                "tooltip": "Network weights (.safetensors) in ComfyUI/models/deforhmr. 'auto' runs an installed "
+                           "network (def-m, else hmr2), else fits; 'none' always fits the body to the 2D keypoints; "
+                           "'download: hmr2' downloads HMR 2.0 into models/deforhmr on first use (several GB)."}),
             "body_model": (body_choices(), {
                 "default": BODY_AUTO,
                 "tooltip": "SMPL files (.npz converted with `deforhmr convert-smpl`, or the official .pkl) go in "
@@ -67,7 +72,8 @@ class LoadDeforHMRModel:
     def VALIDATE_INPUTS(cls, checkpoint, body_model):
         # Runs before the graph: a missing file is reported with the folders searched and the fix
         # (ComfyUI then skips its own "value not in list" check for these two inputs).
-        if checkpoint != NO_CHECKPOINT:
+        from .downloads import download_name
+        if checkpoint not in (NO_CHECKPOINT, AUTO_CHECKPOINT) and download_name(checkpoint) is None:
             msg = missing_file_message(checkpoint, host.CHECKPOINT_FOLDER, "checkpoint")
             if msg:
                 return msg
@@ -82,7 +88,8 @@ class LoadDeforHMRModel:
         # Reload when a chosen file is replaced on disk (same name, new content).
         stamps = []
         for name, folder in ((checkpoint, host.CHECKPOINT_FOLDER), (body_model, host.BODY_FOLDER)):
-            path = host.resolve_model_file(name, folder) if name not in (NO_CHECKPOINT, BODY_AUTO, BODY_OPEN) else None
+            path = (host.resolve_model_file(name, folder)
+                    if name not in (NO_CHECKPOINT, AUTO_CHECKPOINT, BODY_AUTO, BODY_OPEN) else None)
             stamps.append(path.stat().st_mtime if path is not None and path.exists() else name)
         return f"{stamps}|{device}|{precision}"
 
@@ -97,8 +104,14 @@ class LoadDeforHMRModel:
         if dtype is torch.float16 and dev.type == "cpu":
             raise ValueError("precision fp16 needs a GPU (CPU kernels are missing for half precision); "
                              "choose auto, fp32 or bf16")
+        from .downloads import download_checkpoint, download_name
         model = None
-        if checkpoint != NO_CHECKPOINT:
+        if checkpoint == AUTO_CHECKPOINT:
+            from deforhmr_model.network.checkpoint import installed_model
+            model = installed_model()
+        elif download_name(checkpoint) is not None:
+            model = download_checkpoint(download_name(checkpoint))
+        elif checkpoint != NO_CHECKPOINT:
             model = (host.resolve_model_file(checkpoint, host.CHECKPOINT_FOLDER)
                      or require_file(checkpoint, subdirs=("", host.CHECKPOINT_FOLDER)))
         if body_model == BODY_AUTO:
@@ -112,6 +125,7 @@ class LoadDeforHMRModel:
             pipe = HMRPipeline(model=str(model) if model is not None else None,
                                body=str(body) if body is not None else None, device=dev, dtype=dtype)
         patcher = host.make_patcher(pipe.model, dev) if pipe.model is not None else None
-        label = f"{checkpoint if model is not None else 'fit'} + {pipe.body_data.name}"
+        shown = checkpoint if checkpoint != AUTO_CHECKPOINT and download_name(checkpoint) is None else pipe.model_name
+        label = f"{shown if model is not None else 'fit'} + {pipe.body_data.name}"
         from .handles import ModelHandle
         return (ModelHandle(pipeline=pipe, patcher=patcher, device=dev, label=label),)

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 API = REPO / "example_workflows" / "api"
 UI = REPO / "example_workflows"
 NODE_IDS = {"DeforHMRLoadModel", "DeforHMRDetectPeople", "DeforHMRRecover", "DeforHMRRefine", "DeforHMRRender",
-            "DeforHMRSave", "DeforHMRToMESH", "DeforHMRToPoseKeypoint"}
+            "DeforHMRSave", "DeforHMRToMESH", "DeforHMRToPoseKeypoint", "DeforHMRAttention"}
 FIT = "none (fit to keypoints)"
 BODY_AUTO = "auto (SMPL neutral if installed, else open body)"
 
@@ -458,7 +458,8 @@ def test_installed_checkpoints_are_offered_and_load(pack, tiny_checkpoint, monke
     monkeypatch.setenv("DEFORHMR_WEIGHTS", os.pathsep.join(
         [str(tiny_checkpoint), *filter(None, [os.environ.get("DEFORHMR_WEIGHTS")])]))
     loader = module.NODE_CLASS_MAPPINGS["DeforHMRLoadModel"]
-    assert loader.INPUT_TYPES()["required"]["checkpoint"][0] == [FIT, TINY_CKPT]
+    assert loader.INPUT_TYPES()["required"]["checkpoint"][0][:3] == ["auto (network if installed, else fit)", FIT,
+                                                                     TINY_CKPT]
     assert loader.VALIDATE_INPUTS(TINY_CKPT, BODY_AUTO) is True
     handle = loader().load(TINY_CKPT, BODY_AUTO, "cpu", "fp32")[0]
     assert handle.pipeline.model is not None and handle.label.startswith(TINY_CKPT)

@@ -8,8 +8,9 @@ installed). :func:`download` does, for one of them:
    (``$DEFORHMR_WEIGHTS`` entries first, then folders registered by the ComfyUI pack, then
    ``~/.cache/deforhmr``; never the shipped ``weights/``), where ``--model NAME`` and
    ``method=auto`` look;
-2. streams the file over HTTP(S) (``urllib``; ``--url`` may name a mirror, a ``file://`` URL or
-   a local path) into ``<file>.part`` with a progress bar (tqdm, or a callback such as
+2. streams the file over HTTP(S) (``urllib``, which honours ``https_proxy``; ``--url`` may name a
+   mirror, a ``file://`` URL or a local path; ``$DEFORHMR_DOWNLOAD_MIRROR`` names a folder URL
+   that holds the files under their release names, e.g. for ComfyUI behind a firewall) into ``<file>.part`` with a progress bar (tqdm, or a callback such as
    ComfyUI's ``ProgressBar``), resuming an interrupted ``.part`` with an HTTP ``Range`` request
    (``If-Range`` guards against a changed file) and retrying a broken connection from where it
    stopped;
@@ -53,6 +54,7 @@ from deforhmr_model.files.result import atomic_path
 from deforhmr_model.files import weights
 
 RECORD_FILE = "deforhmr-downloads.json"
+MIRROR_ENV = "DEFORHMR_DOWNLOAD_MIRROR"   # a folder URL holding the files under their names
 CHUNK = 1 << 20
 USER_AGENT = "deforhmr-download/1"
 
@@ -418,7 +420,8 @@ def download(name: "str | KnownModel", url: str | None = None, dest: str | os.Pa
     Args:
         name: a ``"downloads"`` name from ``weights/manifest.json`` (e.g. "hmr2", "vitpose-h").
         url: fetch from here instead of the official URL (a mirror, ``file://`` URL or local path);
-            the same checksum applies.
+            the same checksum applies. Default: ``$DEFORHMR_DOWNLOAD_MIRROR/<file>`` if set, else
+            the manifest's URL.
         dest: install folder (default :func:`default_dest`).
         keep_archive: keep an archive after extraction (default: deleted).
         progress: ``progress(done_bytes, total_bytes_or_None)``; default a tqdm bar on stderr.
@@ -440,6 +443,9 @@ def download(name: "str | KnownModel", url: str | None = None, dest: str | os.Pa
     if not force and all(p.is_file() for p in targets):
         return DownloadReport(entry.name, dest, targets, "already installed", already_installed=True)
 
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    if url is None and mirror:
+        url = mirror.rstrip("/") + "/" + urllib.parse.quote(entry.file)
     final = dest / entry.file
     sha_expected, size_expected, source = expected_checksum(entry, dest)
     downloaded = resumed = 0
