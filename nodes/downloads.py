@@ -30,7 +30,7 @@ def checkpoint_dest() -> Path | None:
     """The first writable ComfyUI ``models/deforhmr`` folder (None: the library's default)."""
     from deforhmr_model.files.download import _writable
     for d in host.model_folders(host.CHECKPOINT_FOLDER):
-        if d != host.REPO_WEIGHTS and _writable(d):
+        if d != host._shipped_weights() and _writable(d):
             return d
     return None
 

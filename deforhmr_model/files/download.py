@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from deforhmr_model.files.result import atomic_path
+from deforhmr_model.files.atomic import atomic_path
 from deforhmr_model.files import weights
 
 RECORD_FILE = "deforhmr-downloads.json"
@@ -150,14 +150,14 @@ def installed_path(name: str) -> Path | None:
 
 def default_dest() -> Path:
     """The first writable weights folder: ``$DEFORHMR_WEIGHTS`` entries, folders registered by
-    the ComfyUI pack, ``~/.cache/deforhmr`` (the shipped ``weights/`` is never written).
+    the ComfyUI pack, ``~/.cache/deforhmr`` (the shipped ``deforhmr_model/weights/`` is never written).
 
     Raises:
         DownloadError: none of them can be created and written to.
     """
     tried = []
     for d in weights.search_dirs():
-        if d == weights.REPO_WEIGHTS:
+        if d == weights.SHIPPED_WEIGHTS:
             continue
         if _writable(d):
             return d
