@@ -234,6 +234,8 @@ def fetch(url: str, path: Path, *, progress: ProgressFn | None = None, retries: 
     url = _to_url(url)
     meta_path = path.with_name(path.name + ".json")
     meta = _read_meta(meta_path, url)
+    if not meta and path.is_file():        # a .part from another URL (or without its record): restart
+        path.unlink()
     bar = None
     if progress is None:
         from tqdm import tqdm
@@ -475,7 +477,11 @@ def download(name: "str | KnownModel", url: str | None = None, dest: str | os.Pa
         sha = sha_expected or _sha256_file(final)
         downloaded = final.stat().st_size
 
-    installed = _install(entry, final, dest)
+    try:
+        installed = _install(entry, final, dest)
+    except DownloadError as e:             # complete but not the known release: never left installed
+        final.unlink(missing_ok=True)
+        raise DownloadError(f"{e}; {final.name} was deleted. {entry.manual_steps(dest)}") from None
     if source == "manifest":
         checksum = f"sha256 {sha} matches the published checksum"
     elif source == "recorded":
