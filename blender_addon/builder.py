@@ -252,7 +252,7 @@ def _build_camera(collection, camera: CameraData, settings: ImportSettings,
             background.image = image
             data.show_background_images = True
     else:
-        warnings.append("the result's photo was not found; camera has no background image")
+        warnings.append(camera.image_note or "the result's photo was not found; camera has no background image")
     return obj
 
 

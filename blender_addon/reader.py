@@ -11,6 +11,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,13 @@ _PERSON_SHAPES = {
     "joints_2d": (NUM_JOINTS, 2), "betas": (None,), "score": (), "person_index": (),
 }
 _ROTATION_TOL = 1e-3
+# Hostile-file limits, checked from each .npy header before anything is allocated (an "npz bomb":
+# a 4 MB file declaring a 4 GB array). A 50-person SMPL result is about 30 MB in all.
+MAX_ARRAY_BYTES = 256 * 2**20
+MAX_TOTAL_BYTES = 512 * 2**20
+MAX_IMAGE_SIDE = 32768          # px; a larger "photo" size in the metadata is refused (render size)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 
 class ResultReadError(Exception):
@@ -57,6 +65,7 @@ class CameraData:
     focal_length: float         # px
     principal_point: tuple[float, float]  # (cx, cy) px
     image_path: str | None      # the photo, resolved against the result's folder; None if absent
+    image_note: str | None = None  # why the photo is not loaded (refused path), for the user
 
 
 @dataclass(frozen=True)
@@ -182,10 +191,19 @@ def parse_people(text: str) -> frozenset[int] | None:
 
 def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     name = path.name
+    wanted = {*BODY_ARRAYS, *PERSON_ARRAYS, "meta_json"}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+        with zipfile.ZipFile(path) as z:
+            members = [i for i in z.infolist() if i.filename.endswith(".npy") and i.filename[:-4] in wanted]
+            total = sum(_checked_size(z, info, name) for info in members)
+            if total > MAX_TOTAL_BYTES:
+                raise ResultReadError(f"{name}: arrays declare {total / 2**20:,.0f} MB in all (limit "
+                                      f"{MAX_TOTAL_BYTES // 2**20} MB); not a DeforHMR result file")
+            arrays = {}
+            for info in members:
+                with z.open(info) as f:
+                    arrays[info.filename[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as e:
         raise ResultReadError(f"{name}: not a readable result file, truncated or corrupt "
                               f"({type(e).__name__}: {e})") from None
     if "meta_json" not in arrays:
@@ -197,6 +215,30 @@ def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     if not isinstance(meta, dict):
         raise ResultReadError(f"{name}: metadata is not a JSON object")
     return arrays, meta
+
+
+def _checked_size(z: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> int:
+    """Declared data bytes of one npz entry, from its .npy header; ResultReadError for object
+    dtypes, sizes over :data:`MAX_ARRAY_BYTES` or a header that disagrees with the zip directory."""
+    key = info.filename[:-4]
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"entry {key!r}: unsupported .npy version {version}")
+        header = f.tell()
+    if dtype.hasobject or dtype.kind not in "biufSU":
+        raise ResultReadError(f"{name}: array {key!r} has dtype {dtype}; not a DeforHMR result file")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
+    if nbytes > MAX_ARRAY_BYTES:
+        raise ResultReadError(f"{name}: array {key!r} declares shape {shape} ({nbytes / 2**20:,.0f} MB, "
+                              f"limit {MAX_ARRAY_BYTES // 2**20} MB); refused before reading it")
+    if info.file_size != header + nbytes:
+        raise ResultReadError(f"{name}: array {key!r} is truncated or corrupt (header and zip sizes differ)")
+    return nbytes
 
 
 def _body(arrays: dict, meta: dict) -> BodyData:
@@ -230,16 +272,52 @@ def _camera(meta: dict, folder: Path) -> CameraData:
     cx, cy = (float(c) for c in cam["principal_point"])
     if width < 1 or height < 1 or not focal > 0 or not np.isfinite([focal, cx, cy]).all():
         raise ValueError(f"invalid camera: image {width}x{height}, focal length {focal}")
-    image = meta["image"].get("path")
-    resolved = None
-    if isinstance(image, str) and image:
-        # An absolute path as written; a relative one (or a moved file) next to the result.
-        cands = [Path(image)] if Path(image).is_absolute() else [folder / image]
-        for cand in (*cands, folder / Path(image).name):
-            if cand.is_file():
-                resolved = str(cand.resolve())
-                break
-    return CameraData(width, height, focal, (cx, cy), resolved)
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise ValueError(f"image size {width}x{height} px is not a photo size (at most {MAX_IMAGE_SIDE} px "
+                         "a side); the file is damaged or not from DeforHMR, so the render size is left alone")
+    resolved, note = _photo(meta["image"].get("path"), folder)
+    return CameraData(width, height, focal, (cx, cy), resolved, note)
+
+
+def _photo(image, folder: Path) -> tuple[str | None, str | None]:
+    """The photo to show behind the camera, and a note when one is named but refused.
+
+    Only an image file (suffix and file signature) inside the result's folder or its parent
+    folder (any depth) is loaded: a result file cannot make Blender open /etc/passwd or a
+    picture elsewhere on the disk. Tried in order: the path as written (absolute, or relative
+    to the result's folder, then to its parent), then the file name next to the result.
+    """
+    if not isinstance(image, str) or not image:
+        return None, None
+    p = Path(image)
+    cands = [p] if p.is_absolute() else [folder / p, folder.parent / p]
+    root = folder.resolve().parent
+    refused = None
+    for cand in (*cands, folder / p.name):
+        try:
+            if not cand.is_file():
+                continue
+            real = cand.resolve()
+        except OSError:
+            continue
+        if not real.is_relative_to(root):
+            refused = refused or (f"photo {image} is outside the result's folder and its parent; not "
+                                  "loaded (copy the photo next to the result file to show it)")
+            continue
+        if real.suffix.lower() not in IMAGE_SUFFIXES or not _has_image_signature(real):
+            refused = refused or f"photo {image} is not an image file; not loaded"
+            continue
+        return str(real), None
+    return None, refused
+
+
+def _has_image_signature(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith(_IMAGE_MAGIC) and (not head.startswith(b"RIFF") or head[8:12] == b"WEBP")
 
 
 def _people(arrays: dict, meta: dict, num_vertices: int) -> tuple[PersonData, ...]:

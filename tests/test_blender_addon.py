@@ -13,6 +13,7 @@ import ast
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -27,6 +28,7 @@ from deforhmr_model.files import result as result_mod
 from deforhmr_model.files.result import ImageResult, PersonResult, save_result
 
 from .body_fixtures import REST_JOINTS as SHARED_REST_JOINTS
+from .hostile_files import write_npz_bomb
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = Path(os.environ.get("DEFORHMR_SHARED", REPO.parent / "shared")) / "photos" / "dev"
@@ -154,8 +156,10 @@ def results(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("results")
     from PIL import Image
     size = Image.open(PHOTO).size
+    photo = root / PHOTO.name                  # photos load only from the result's folder or its parent
+    shutil.copyfile(PHOTO, photo)
     still = synthetic_result([(0, 25.0, (-0.45, 0.15, 4.5), 1, 0.0),
-                              (3, -50.0, (0.55, 0.1, 5.5), 2, 1.5)], size, str(PHOTO))
+                              (3, -50.0, (0.55, 0.1, 5.5), 2, 1.5)], size, str(photo))
     npz, _ = save_result(still, root / "still")
 
     seq = root / "sequence"
@@ -166,7 +170,7 @@ def results(tmp_path_factory) -> dict:
                  (3, -40.0 - 10 * k, (0.6, 0.1, 5.5 - 0.2 * k), 20 + k, 1.5)]
         if k == 1:
             specs = specs[::-1]  # other order: people are matched by person_index
-        frames.append(str(save_result(synthetic_result(specs, size, str(PHOTO)), seq / name)[0]))
+        frames.append(str(save_result(synthetic_result(specs, size, str(photo)), seq / name)[0]))
 
     bad = root / "bad"
     bad.mkdir()
@@ -200,7 +204,7 @@ def results(tmp_path_factory) -> dict:
         "nan": (write("nan.npz", {**data, "transl": np.full_like(data["transl"], np.nan)}),
                 "non-finite"),
     }
-    return {"root": root, "still": str(npz), "sequence": frames, "bad": bad_files,
+    return {"root": root, "still": str(npz), "photo": str(photo.resolve()), "sequence": frames, "bad": bad_files,
             "still_result": still}
 
 
@@ -284,7 +288,7 @@ def test_reader_matches_result_schema(results):
     still = results["still_result"]
     assert [p.person_index for p in frame.people] == [0, 3]
     assert frame.body.joint_names == SMPL_JOINT_NAMES
-    assert frame.camera.image_path == str(PHOTO.resolve())
+    assert frame.camera.image_path == results["photo"]
     np.testing.assert_allclose(frame.people[1].joints, still.people[1].joints, atol=1e-6)
     assert frame.camera.principal_point == pytest.approx(still.principal_point)
     for name, (path, message) in results["bad"].items():
@@ -330,6 +334,52 @@ def test_reader_rejects_malformed_content_with_its_own_error(results, tmp_path):
     assert [p.method for p in reader.read_result(odd_people).people] == ["unknown"] * 2
 
 
+def test_reader_refuses_npz_bombs_huge_render_sizes_and_photos_elsewhere(results, tmp_path):
+    """Hostile result files (issue 10): sizes come from the .npy headers before anything is
+    allocated (run under an address-space limit in a subprocess: a 4 GB array would not fit),
+    the metadata's image size cannot set an absurd render, and only image files in the result's
+    folder or its parent are loaded as the camera photo."""
+    data = dict(np.load(results["still"], allow_pickle=False))
+    meta = json.loads(str(data["meta_json"]))
+    case = tmp_path / "case" / "results"
+    case.mkdir(parents=True)
+
+    def variant(name, **changes):
+        m = json.loads(json.dumps(meta))
+        m["image"].update(changes)
+        np.savez(case / name, **{**data, "meta_json": np.array(json.dumps(m))})
+        return case / f"{name}.npz"
+
+    bomb = write_npz_bomb(case / "bomb.npz", {k: v for k, v in data.items() if k != "vertices"},
+                          "vertices", (2, 6890, 3, 24000))              # 4 GB of zeros, ~4 MB on disk
+    assert bomb.stat().st_size < 8 * 2**20
+    script = ("import resource, sys, importlib.util\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (1024 * 2**20, 1024 * 2**20))\n"
+              f"spec = importlib.util.spec_from_file_location('r', {str(ADDON / 'reader.py')!r})\n"
+              "r = importlib.util.module_from_spec(spec); sys.modules['r'] = r; spec.loader.exec_module(r)\n"
+              "try:\n    r.read_result(sys.argv[1])\nexcept r.ResultReadError as e:\n    print('refused:', e)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "refused: bomb.npz: array 'vertices' declares shape" in proc.stdout, \
+        proc.stdout + proc.stderr
+
+    reader = _load("reader")
+    with pytest.raises(reader.ResultReadError, match=r"image size 1000000000x\d+ px is not a photo size"):
+        reader.read_result(variant("huge", width=1_000_000_000))
+    cam = reader.read_result(variant("passwd", path="/etc/passwd")).camera
+    assert cam.image_path is None and "outside the result's folder" in cam.image_note
+    elsewhere = tmp_path.parent / f"{tmp_path.name}_elsewhere.jpg"    # a real photo, outside
+    shutil.copyfile(PHOTO, elsewhere)
+    cam = reader.read_result(variant("elsewhere", path=str(elsewhere))).camera
+    assert cam.image_path is None and "copy the photo next to the result" in cam.image_note
+    (case / "notes.jpg").write_text("not an image")
+    cam = reader.read_result(variant("fake", path="notes.jpg")).camera
+    assert cam.image_path is None and "not an image file" in cam.image_note
+    shutil.copyfile(PHOTO, tmp_path / "case" / "photo.jpg")              # the result folder's parent
+    for path in ("photo.jpg", str(tmp_path / "case" / "photo.jpg")):
+        cam = reader.read_result(variant("parent", path=path)).camera
+        assert cam.image_path == str((tmp_path / "case" / "photo.jpg").resolve()) and cam.image_note is None
+
+
 def test_convert_is_the_documented_axis_change():
     convert = _load("convert")
     p = np.array([1.0, 2.0, 3.0])
@@ -358,7 +408,7 @@ def test_blender_imports_still_with_camera_and_glb_roundtrip(results, tmp_path):
     assert panel["import_runs_without_file_browser"]
     assert panel["import_filepath"] == results["still"] and panel["import_people"] == "3"
     assert panel["select_buttons"] == ["DeforHMR_P0", "DeforHMR_P3"]
-    assert report["background_image"] == str(PHOTO.resolve())
+    assert report["background_image"] == results["photo"]
     assert report["camera_is_scene_camera"]
     # Y up and scale 2: same bodies, other axes.
     assert report["y_up"]["joint_error_mm"] < 1.0 and report["y_up"]["head_above_pelvis"]
@@ -417,13 +467,15 @@ def test_blender_imports_pipeline_result_on_real_photo(tmp_path):
     except ImportError as e:
         pytest.skip(f"deforhmr_model.pipeline not importable yet ({e})")
     from deforhmr_model.files.weights import MissingModelFileError
+    photo = tmp_path / PHOTO.name
+    shutil.copyfile(PHOTO, photo)
     try:
-        result = HMRPipeline()(PHOTO)
+        result = HMRPipeline()(photo)
     except MissingModelFileError as e:
         pytest.skip(f"pipeline model file missing: {e}")
     assert result.people, "the pipeline found nobody in the photo"
     npz, _ = save_result(result, tmp_path / "photo")
-    report = run_blender("still", {"path": str(npz), "image": str(PHOTO)}, tmp_path)
+    report = run_blender("still", {"path": str(npz), "image": str(photo)}, tmp_path)
     _assert_still(report, people=len(result.people), vertices=result.lbs_weights.shape[0],
                   vertex_tol_mm=30.0)  # pose correctives (posedirs) are not in Blender
-    assert report["background_image"] == str(PHOTO.resolve())
+    assert report["background_image"] == str(photo.resolve())
