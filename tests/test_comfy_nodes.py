@@ -592,3 +592,18 @@ def test_model_folders_list_only_model_files(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     listed = json.loads(out.stdout.strip().splitlines()[-1])
     assert listed == {"deforhmr": ["def-m.safetensors", "hmr2.ckpt"], "smpl": ["SMPL_NEUTRAL.npz", "basicModel_f.pkl"]}
+
+
+DEPRECATED_CORE_NODES = {"ImageBatch"}  # marked [DEPR] in ComfyUI 0.8.0 (replaced by BatchImagesNode)
+
+
+def test_example_workflows_use_current_core_nodes_and_name_their_photos_in_the_readme():
+    """No deprecated core node; every photo a workflow loads from input/ is named in the README
+    (with where to get it), so a new user can place it and press Run."""
+    readme = (REPO / "README.md").read_text() + (REPO / "nodes" / "README.md").read_text()
+    for wf in API.glob("*.json"):
+        for node in json.loads(wf.read_text()).values():
+            assert node["class_type"] not in DEPRECATED_CORE_NODES, (wf.name, node["class_type"])
+            if node["class_type"] == "LoadImage":
+                assert node["inputs"]["image"] in readme, (wf.name, node["inputs"]["image"])
+    assert "images.cocodataset.org/val2017" in readme
