@@ -8,7 +8,7 @@ Baseline measured in the same run: one fitting iteration with full-mesh skinning
 (``BodyModel`` forward, what a naive fit does) versus the keypoint-only kinematic body the
 fitter uses; the ratio is printed.
 
-    .venv/bin/python bench/bench_pipeline.py [--threads 2] [--memory 200]
+    .venv/bin/python bench/bench_pipeline.py [--threads 2] [--memory 200 [--bad-every 10] [--memory-only]]
 """
 from __future__ import annotations
 
@@ -96,29 +96,59 @@ def baseline_ratio(pipe, iters=20):
           f"{res['full-mesh skinning (baseline)'] / res['keypoint body (ours)']:.1f}x")
 
 
-def memory(pipe, n):
+def memory(pipe, n, bad_every=0):
+    """Peak RSS over ``n`` images through the CLI's per-image path (recover, write_outputs into one
+    folder, distinct stems as a batch has). With ``bad_every`` k, every k-th item is also a bad
+    input handled the way the CLI handles it: an image too small to detect in (ValueError), and an
+    output set whose writing fails with ENOSPC (staging folder removed). The baseline is the same
+    run's own peak after the first quarter: flat means growth near zero, ratio near 1."""
+    import errno
+
     from deforhmr_model.cli import write_outputs
     from deforhmr_model.files.image_io import load_image
+    from deforhmr_model.files.output_set import write_output_set
     small = sorted((PHOTOS / "coco").glob("*.jpg")) + sorted((PHOTOS / "mpii").glob("*.jpg"))
-    rss = []
+    tiny = np.zeros((1, 1000, 3), np.uint8)
+    rss, failures = [], 0
+
+    def full_disk(folder):
+        (folder / "bad.npz").write_bytes(bytes(2**20))
+        raise OSError(errno.ENOSPC, "No space left on device")
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
             p = small[i % len(small)]
             img = load_image(p)
             res = pipe.recover([img], [pipe.detect(img)])[0]
-            write_outputs(res, img, Path(tmp), "x", ["npz", "glb", "overlay"])
+            write_outputs(res, img, Path(tmp), f"{p.stem}_{i}", ["npz", "glb", "overlay"])
+            if bad_every and i % bad_every == bad_every - 1:
+                try:
+                    pipe.recover([tiny], [pipe.detect(tiny)])
+                except ValueError:
+                    failures += 1
+                try:
+                    write_output_set(Path(tmp), f"bad_{i}", full_disk)
+                except OSError:
+                    failures += 1
             rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             if (i + 1) % 25 == 0:
                 print(f"  after {i + 1:4d} images: peak RSS {rss[-1]:7.1f} MB")
+        hidden = [q.name for q in Path(tmp).iterdir() if q.name.startswith(".")]
+        stray = [q.name for q in Path(tmp).glob("bad_*")]
     q = max(1, n // 4)
-    print(f"peak RSS after first quarter {rss[q - 1]:.1f} MB, at the end {rss[-1]:.1f} MB "
-          f"(growth {rss[-1] - rss[q - 1]:+.1f} MB over {n - q} images)")
+    print(f"peak RSS after first quarter {rss[q - 1]:.1f} MB (baseline), at the end {rss[-1]:.1f} MB: "
+          f"growth {rss[-1] - rss[q - 1]:+.1f} MB over {n - q} images, ratio {rss[-1] / rss[q - 1]:.3f}")
+    if bad_every:
+        print(f"bad inputs handled: {failures}; staging folders left: {len(hidden)}; files of failed sets "
+              f"left: {len(stray)}")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory", type=int, default=0, help="images for the memory run (e.g. 200)")
+    ap.add_argument("--bad-every", type=int, default=10,
+                    help="memory run: every k-th image also a too-small image and a full-disk write (0: none)")
+    ap.add_argument("--memory-only", action="store_true", help="skip the stage table and baseline ratio")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from deforhmr_model.pipeline import HMRPipeline
@@ -126,10 +156,11 @@ def main():
     pipe.detect(np.zeros((64, 64, 3), np.uint8))  # load the detector models
     print(f"torch threads: {torch.get_num_threads()}, body: {pipe.body_data.id} "
           f"({pipe.body_data.num_vertices} vertices)")
-    stage_table(pipe)
-    baseline_ratio(pipe)
+    if not args.memory_only:
+        stage_table(pipe)
+        baseline_ratio(pipe)
     if args.memory:
-        memory(pipe, args.memory)
+        memory(pipe, args.memory, args.bad_every)
 
 
 if __name__ == "__main__":

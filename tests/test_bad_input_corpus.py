@@ -190,7 +190,8 @@ def test_batch_goes_on_past_bad_images_and_leaves_no_file_of_a_failed_one(photos
 
 
 def test_npz_readers_refuse_bombs_within_a_1gb_address_space(tmp_path):
-    """The body reader (library) and the Blender reader alone, without torch, under RLIMIT_AS 1 GB."""
+    """The library's npz readers (body file, result file) alone, without torch, under RLIMIT_AS 1 GB
+    (the Blender reader's own check: test_blender_addon.py)."""
     bomb = _body_variants(tmp_path)["bomb"]
     script = f"""
 import resource, sys
@@ -207,12 +208,18 @@ try:
 except NpzReadError as e:
     print("npz:", e)
 print("small:", sorted(read_npz(sys.argv[1], ["f", "no_such_key"])))
+from deforhmr_model.files.result import ResultFileError, load_result
+try:
+    load_result(sys.argv[1])
+except ResultFileError as e:
+    print("result:", e)
 assert "torch" not in sys.modules
 """
     proc = subprocess.run([sys.executable, "-c", script, str(bomb)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "body: " in proc.stdout and "'v_template' declares shape (330000000, 3) float32" in proc.stdout
     assert "npz: " in proc.stdout and "small: ['f']" in proc.stdout
+    assert "result: " in proc.stdout and "refused before reading it" in proc.stdout.split("result: ")[1]
 
 
 def test_npz_reader_checks_headers_against_the_zip(tmp_path):

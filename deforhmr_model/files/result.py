@@ -225,9 +225,12 @@ def load_result(path: str | os.PathLike) -> ImageResult:
         path = path.with_suffix(".npz")
     if not path.is_file():
         raise ResultFileError(f"result file not found: {path}")
+    from deforhmr_model.files.npz import ObjectEntry, read_npz
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+        data = read_npz(path)                      # sizes checked from the headers before reading
+        objects = [k for k, v in data.items() if isinstance(v, ObjectEntry)]
+        if objects:
+            raise ValueError(f"arrays {objects} are pickled Python objects, which are not read")
         meta = json.loads(str(data.pop("meta_json")))
     except Exception as e:  # zip/JSON/pickle errors all mean "not a result file"
         raise ResultFileError(f"{path}: not a readable deforhmr result file ({e})") from None
