@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deforhmr_model.network.configs import BACKBONES, VARIANTS, make_config  # noqa: E402
-from deforhmr_model.network.decoder import SMPLHead  # noqa: E402
+from deforhmr_model.network.model import build_head  # noqa: E402
 from deforhmr_model.network.encoder import ViTEncoder  # noqa: E402
 
 ALIASES = {"def-m-h16g8o1", "def-m-pe-rel"}                  # same configs as def-m
@@ -56,8 +56,8 @@ def bench_backbone(backbone: str, variants: list[str], batches: list[int], devic
         heads = {}
         for variant in variants:
             vcfg = make_config(variant, backbone)
-            heads[variant] = SMPLHead(vcfg.encoder.embed_dim, encoder.grid_size,
-                                      **dataclasses.asdict(vcfg.decoder)).to(dtype).eval()
+            heads[variant] = build_head(vcfg.decoder, vcfg.encoder.embed_dim,
+                                        encoder.grid_size).to(dtype).eval()
     rows = []
     for batch in batches:
         images = torch.randn(batch, 3, 256, 192, device=device, dtype=dtype)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from deforhmr_model.network.configs import VARIANTS, ModelConfig, make_config
-from deforhmr_model.network.model import IMAGE_MEAN, IMAGE_STD, HMROutput, build_model
+from deforhmr_model.network.model import HMROutput, build_model
+from deforhmr_model.people.crop import IMAGE_MEAN, IMAGE_STD
 from deforhmr_model.geometry.rotation import rot6d_to_rotmat, rotmat_to_rot6d
 
 HMR2_HEAD_PARAMS = 39_547_037   # hmr2_reference.md §2.4 (verified total)
@@ -211,3 +212,13 @@ def test_config_is_json_round_trip():
 
 def test_image_normalisation_constants():
     assert IMAGE_MEAN == (0.485, 0.456, 0.406) and IMAGE_STD == (0.229, 0.224, 0.225)
+
+
+def test_cross_attention_kind_is_chosen_once_by_the_builder():
+    from deforhmr_model.network.configs import CROSS_ATTENTION_TYPES
+    from deforhmr_model.network.deformable_attention import CrossAttention, DeformableCrossAttention
+    from deforhmr_model.network.model import CROSS_ATTENTION
+    assert set(CROSS_ATTENTION) == set(CROSS_ATTENTION_TYPES)
+    for variant, kind in (("reg-s", CrossAttention), ("def-m", DeformableCrossAttention)):
+        layers = build_model(variant, "vit-tiny", depth=2, dim=32, mlp_dim=32).smpl_head.transformer.transformer.layers
+        assert all(type(cross.fn) is kind for _, cross, _ in layers)

@@ -33,14 +33,14 @@ Choices (the paper is silent or leaves them open; documented here):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
-from deforhmr_model.network.deformable_attention import AttentionMaps, CrossAttention, DeformableCrossAttention, split_heads, merge_heads
+from deforhmr_model.body.smpl_io import NUM_BETAS, NUM_JOINTS
+from deforhmr_model.network.deformable_attention import AttentionMaps, split_heads, merge_heads
 
-NUM_JOINTS = 24          # SMPL: global orient + 23 body joints
-NUM_BETAS = 10
 DEFAULT_CAM = (0.9, 0.0, 0.0)
 
 
@@ -66,29 +66,18 @@ class SMPLHead(nn.Module):
     """Query tokens -> transformer decoder over the context -> SMPL pose/shape + camera.
 
     Args:
-        context_dim: encoder channels C; context_size: (H, W) of the context map.
-        num_queries: 1 or 25; cross_attention: "regular" | "deformable".
-        dim, depth, self_heads, self_dim_head, cross_heads, cross_dim_head, mlp_dim, norm_eps,
-        dropout: decoder sizes. groups, offset_range, offset_kernel, offset_stride, pe: see
-        :class:`~deforhmr_model.network.deformable_attention.DeformableCrossAttention`.
+        make_cross: builds one layer's cross-attention module (called once per layer), chosen
+            from the config by the builder (:func:`deforhmr_model.network.model.build_head`):
+            ``forward(x (B, Q, D), context (B, C, H, W), need_weights) -> (y, AttentionMaps|None)``.
+        num_queries: 1 or 25. dim, depth, self_heads, self_dim_head, mlp_dim, norm_eps,
+        dropout: decoder sizes.
     """
 
-    def __init__(self, context_dim: int, context_size: tuple[int, int], num_queries: int = 25,
-                 cross_attention: str = "deformable", dim: int = 1024, depth: int = 6,
-                 self_heads: int = 8, self_dim_head: int = 64, cross_heads: int = 16,
-                 cross_dim_head: int = 64, mlp_dim: int = 1024, groups: int = 8,
-                 offset_range: float = 1.0, offset_kernel: int = 5, offset_stride: int = 1,
-                 pe: str = "relative", norm_eps: float = 1e-5, dropout: float = 0.0):
+    def __init__(self, make_cross: Callable[[], nn.Module], num_queries: int = 25, dim: int = 1024,
+                 depth: int = 6, self_heads: int = 8, self_dim_head: int = 64, mlp_dim: int = 1024,
+                 norm_eps: float = 1e-5, dropout: float = 0.0):
         super().__init__()
         self.num_queries = num_queries
-        if cross_attention == "deformable":
-            def make_cross():
-                return DeformableCrossAttention(
-                    dim, context_dim, context_size, num_queries, cross_heads, cross_dim_head,
-                    groups, offset_range, offset_kernel, offset_stride, pe, dropout)
-        else:
-            def make_cross():
-                return CrossAttention(dim, context_dim, cross_heads, cross_dim_head, dropout)
         self.transformer = TokenDecoder(num_queries, dim, depth, self_heads, self_dim_head,
                                         mlp_dim, norm_eps, dropout, make_cross)
         pose_out = 6 if num_queries > 1 else 6 * NUM_JOINTS

@@ -1,9 +1,11 @@
 """DeforHMR = frozen ViTPose encoder + SMPL transformer decoder (paper §3, Fig. 2).
 
 ``build_model(variant, backbone, **overrides)`` is the one builder that reads a
-:class:`~deforhmr_model.network.configs.ModelConfig`; ``load_model`` (in ``checkpoint``) rebuilds a
-model from a safetensors file. The module tree is HMR 2.0's (``backbone.*``, ``smpl_head.*``),
-so ``reg-s`` on ``vit-h`` loads the public HMR 2.0 checkpoint with a key filter.
+:class:`~deforhmr_model.network.configs.ModelConfig`; ``checkpoint.load_model`` rebuilds a
+model from a safetensors file. Input: ImageNet-normalised RGB crops
+(``people.crop``: ``IMAGE_MEAN``/``IMAGE_STD``, ``crop_person``). The module tree is HMR
+2.0's (``backbone.*``, ``smpl_head.*``), so ``reg-s`` on ``vit-h`` loads the public HMR 2.0
+checkpoint with a key filter.
 """
 from __future__ import annotations
 
@@ -14,17 +16,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deforhmr_model.network.configs import ModelConfig, make_config
+from deforhmr_model.network.configs import DecoderConfig, ModelConfig, make_config
 from deforhmr_model.network.decoder import SMPLHead
-from deforhmr_model.network.deformable_attention import AttentionMaps
+from deforhmr_model.network.deformable_attention import AttentionMaps, CrossAttention, DeformableCrossAttention
 from deforhmr_model.network.encoder import ViTEncoder
 from deforhmr_model.geometry.rotation import rot6d_to_rotmat
 
-IMAGE_MEAN = (0.485, 0.456, 0.406)   # ImageNet RGB mean, 0..1 scale (hmr2_reference.md §3.1)
-IMAGE_STD = (0.229, 0.224, 0.225)    # ImageNet RGB std, 0..1 scale
-
-__all__ = ["DeforHMR", "HMROutput", "AttentionMaps", "IMAGE_MEAN", "IMAGE_STD",
-           "build_model", "build_from_config", "load_model"]
+__all__ = ["DeforHMR", "HMROutput", "AttentionMaps", "build_model", "build_from_config", "build_head",
+           "CROSS_ATTENTION"]
 
 
 @dataclass
@@ -135,12 +134,35 @@ def build_from_config(config: ModelConfig, device=None) -> DeforHMR:
     """The single place that turns a :class:`ModelConfig` into modules."""
     with torch.device(device) if device is not None else contextlib.nullcontext():
         encoder = ViTEncoder(**dataclasses.asdict(config.encoder))
-        head = SMPLHead(config.encoder.embed_dim, encoder.grid_size, **dataclasses.asdict(config.decoder))
+        head = build_head(config.decoder, config.encoder.embed_dim, encoder.grid_size)
         return DeforHMR(config, encoder, head)
 
 
-def load_model(name_or_path, device="cpu", dtype=None) -> DeforHMR:
-    """See :func:`deforhmr_model.network.checkpoint.load_model`."""
-    from deforhmr_model.network.checkpoint import load_model as _load
-    return _load(name_or_path, device=device, dtype=dtype)
+def _regular(d: DecoderConfig, context_dim: int, context_size: tuple[int, int]):
+    return lambda: CrossAttention(d.dim, context_dim, d.cross_heads, d.cross_dim_head, d.dropout)
 
+
+def _deformable(d: DecoderConfig, context_dim: int, context_size: tuple[int, int]):
+    return lambda: DeformableCrossAttention(
+        d.dim, context_dim, context_size, d.num_queries, d.cross_heads, d.cross_dim_head,
+        d.groups, d.offset_range, d.offset_kernel, d.offset_stride, d.pe, d.dropout)
+
+
+#: ``DecoderConfig.cross_attention`` -> (config, context_dim, context_size) -> per-layer factory.
+CROSS_ATTENTION = {"regular": _regular, "deformable": _deformable}
+
+
+def build_head(decoder: DecoderConfig, context_dim: int, context_size: tuple[int, int]) -> SMPLHead:
+    """The decoder + SMPL heads of ``decoder`` over a (context_dim, *context_size) context map;
+    the cross-attention kind is chosen here, once (:data:`CROSS_ATTENTION`).
+
+    Raises:
+        ValueError: an unknown ``cross_attention``.
+    """
+    if decoder.cross_attention not in CROSS_ATTENTION:
+        raise ValueError(f"cross_attention {decoder.cross_attention!r}: expected one of {sorted(CROSS_ATTENTION)}")
+    make_cross = CROSS_ATTENTION[decoder.cross_attention](decoder, context_dim, context_size)
+    d = decoder
+    return SMPLHead(make_cross, num_queries=d.num_queries, dim=d.dim, depth=d.depth,
+                    self_heads=d.self_heads, self_dim_head=d.self_dim_head, mlp_dim=d.mlp_dim,
+                    norm_eps=d.norm_eps, dropout=d.dropout)
