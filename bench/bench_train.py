@@ -27,11 +27,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deforhmr_model.body.model import BodyModel, default_body_data  # noqa: E402
-from deforhmr_model.eval.joints import make_j24_regressor  # noqa: E402
+from deforhmr_model.body.joints import make_j24_regressor  # noqa: E402
 from deforhmr_model.network.model import build_model  # noqa: E402
 from deforhmr_model.train.augment import AugConfig  # noqa: E402
 from deforhmr_model.datasets.readers import NpzSource  # noqa: E402
-from deforhmr_model.train.distributed import DistInfo, resolve_device  # noqa: E402
+from deforhmr_model.device import resolve_device  # noqa: E402
+from deforhmr_model.train.distributed import DistInfo  # noqa: E402
 from deforhmr_model.train.loader import TrainDataset  # noqa: E402
 from deforhmr_model.train.mixing import MixedSource  # noqa: E402
 from deforhmr_model.train.synthetic import SynthConfig, generate  # noqa: E402

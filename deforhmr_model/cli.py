@@ -16,30 +16,24 @@ import sys
 import tempfile
 from pathlib import Path
 
+from deforhmr_model.cli_errors import UsageError, guard
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 FORMATS = ("npz", "obj", "glb", "overlay")
 
 
-class UsageError(Exception):
-    """Bad command-line input that stops the whole run (exit status 2)."""
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Run ``deforhmr``; every handler is wrapped by :func:`deforhmr_model.cli_errors.guard`
+    (one-line errors, exit status 2 for usage errors)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(message)s")
+    logging.getLogger("deforhmr.device").setLevel(logging.INFO)  # one line: which device "auto" chose
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    try:
-        return args.func(args)
-    except UsageError as e:
-        print(f"deforhmr: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("deforhmr: interrupted", file=sys.stderr)
-        return 130
+    return args.func(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "name or .safetensors path; 'none' fits the body to the 2D keypoints")
     inf.add_argument("--body", default=None,
                      help="SMPL-format body file (.npz/.pkl); default: SMPL neutral if installed, else the open body")
-    inf.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    inf.add_argument("--device", default="auto",
+                     help="auto (CUDA, then MPS, then CPU; default), cpu, cuda, cuda:1, mps")
     inf.add_argument("--refine", action=argparse.BooleanOptionalAction, default=False,
                      help="2D pose-guided refinement after the network (default off)")
     inf.add_argument("--formats", default=",".join(FORMATS),
@@ -74,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="camera field of view in degrees across the image's longer side (instead of --focal)")
     inf.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     inf.add_argument("-v", "--verbose", action="store_true")
-    inf.set_defaults(func=_cmd_infer)
+    inf.set_defaults(func=guard(_cmd_infer, "infer", file_error_status=2))
 
     cs = sub.add_parser("convert-smpl", help="convert an SMPL .pkl (no chumpy needed) to .npz")
     cs.add_argument("src", metavar="PKL")
     cs.add_argument("dst", metavar="NPZ")
-    cs.set_defaults(func=_cmd_convert_smpl)
+    cs.set_defaults(func=guard(_cmd_convert_smpl, "convert-smpl", file_error_status=2))
 
     cc = sub.add_parser("convert-checkpoint",
                         help="import an HMR 2.0 .ckpt, a ViTPose .pth or a DeforHMR file to .safetensors")
@@ -91,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--backbone", default=None, help="encoder size (default: read from the file)")
     cc.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                     help="store the weights in this dtype (default: as loaded)")
-    cc.set_defaults(func=_cmd_convert_checkpoint)
+    cc.set_defaults(func=guard(_cmd_convert_checkpoint, "convert-checkpoint", file_error_status=2))
 
     for name, mod in (("download", "deforhmr_model.cli_network"), ("attention", "deforhmr_model.cli_network"),
                       ("train", "deforhmr_model.train.cli"), ("eval", "deforhmr_model.eval.cli")):
@@ -193,18 +188,21 @@ def _cmd_infer(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from deforhmr_model.device import DeviceError, resolve_device
     from deforhmr_model.files.image_io import ImageLoadError, load_image
     from deforhmr_model.pipeline import HMRPipeline
-    from deforhmr_model.files.weights import MissingModelFileError
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    _check_device(args.device)
     try:
-        pipe = HMRPipeline(model=args.model, body=args.body, device=args.device, refine=args.refine,
+        device = resolve_device(args.device)
+    except DeviceError as e:
+        raise UsageError(f"--device: {e}") from None
+    try:
+        pipe = HMRPipeline(model=args.model, body=args.body, device=device, refine=args.refine,
                            max_people=args.max_people, det_threshold=args.det_threshold,
                            min_person=args.min_person, focal_length=args.focal, fov=args.fov)
-    except (MissingModelFileError, ValueError, RuntimeError, OSError) as e:
+    except (RuntimeError, OSError) as e:  # e.g. out of device memory, an unreadable file
         raise UsageError(str(e)) from None
 
     done, failed, empty = 0, len(problems), 0
@@ -271,49 +269,24 @@ def _one_line(e: BaseException) -> str:
     return text if isinstance(e, ValueError) else f"{type(e).__name__}: {text}"
 
 
-def _check_device(text: str) -> None:
-    """UsageError unless ``text`` names a device that can run the model here (cpu, an available
-    cuda/mps device)."""
-    import torch
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError) as e:
-        raise UsageError(f"--device {text!r}: {_one_line(e)}; use cpu or cuda[:N]") from None
-    if device.type == "cpu":
-        return
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {text}: CUDA is not available in this torch build/machine; "
-                             "use --device cpu (or install a CUDA build of torch)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                             f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
-        return
-    if device.type == "mps" and torch.backends.mps.is_available():
-        return
-    raise UsageError(f"--device {text}: not a device that can run the model here; use cpu or cuda[:N]")
-
-
 # ---------------------------------------------------------------------- converters
 def _cmd_convert_smpl(args) -> int:
-    from deforhmr_model.body.smpl_io import SMPLFileError, convert_smpl
-    return _convert(convert_smpl, args, (SMPLFileError, OSError))
+    from deforhmr_model.body.smpl_io import convert_smpl
+    return _convert(convert_smpl, args)
 
 
 def _cmd_convert_checkpoint(args) -> int:
     import torch
 
-    from deforhmr_model.network.checkpoint import CheckpointError, convert_checkpoint
-    from deforhmr_model.files.weights import MissingModelFileError
+    from deforhmr_model.network.checkpoint import convert_checkpoint
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    return _convert(convert_checkpoint, args, (CheckpointError, MissingModelFileError, OSError),
-                    variant=args.variant, backbone=args.backbone, dtype=dtype)
+    return _convert(convert_checkpoint, args, variant=args.variant, backbone=args.backbone, dtype=dtype)
 
 
-def _convert(fn, args, errors, **kwargs) -> int:
+def _convert(fn, args, **kwargs) -> int:
     try:
         path = fn(args.src, args.dst, **kwargs)
-    except errors as e:
+    except OSError as e:  # a missing source, or a destination folder missing or not writable
         raise UsageError(str(e)) from None
     print(f"wrote {path}")
     return 0

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from deforhmr_model.body.model import BodyModel, default_body_data, load_body_data
+from deforhmr_model.device import resolve_device
 from deforhmr_model.geometry.camera import Camera, choose_camera
 from deforhmr_model.fitting.fit import FitConfig, FitInit, extremity_keypoints
 from deforhmr_model.files.image_io import load_image, read_exif_focal
@@ -52,7 +53,8 @@ class HMRPipeline:
             (see :func:`deforhmr_model.network.checkpoint.load_model`), or a loaded ``DeforHMR``.
         body: None (SMPL neutral if installed, else the shipped open body), a path to an
             SMPL-format ``.npz``/``.pkl``, or a ``BodyModelData``.
-        device: torch device for the network and body model.
+        device: torch device for the network and body model; "auto" (default): CUDA, then
+            MPS, then CPU (:func:`deforhmr_model.device.resolve_device`).
         refine: run 2D pose-guided refinement after the network (ignored without a network:
             fitting is then the method).
         detector: a ``PersonDetector``; default BlazePose (shipped weights, no downloads).
@@ -68,13 +70,14 @@ class HMRPipeline:
     Raises:
         MissingModelFileError: a named checkpoint/body file is not installed.
         ValueError: focal_length <= 0 or fov outside (0, 180).
+        DeviceError: ``device`` is not available here.
     """
 
-    def __init__(self, model="auto", body=None, device: str | torch.device = "cpu", refine: bool = False,
+    def __init__(self, model="auto", body=None, device: str | torch.device = "auto", refine: bool = False,
                  detector=None, max_people: int | None = None, det_threshold: float = 0.5,
                  min_person: float = 0.2, fit_config: FitConfig | None = None, dtype: torch.dtype | None = None,
                  focal_length: float | None = None, fov: float | None = None):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         choose_camera(640, 480, focal_length, fov)  # validate the overrides now, not per image
         self.focal_length, self.fov = focal_length, fov
         if body is None:

@@ -27,14 +27,12 @@ import torch
 from deforhmr_model.body.model import BodyModel, BodyModelData
 from deforhmr_model.files.result import ImageResult, PersonResult
 from deforhmr_model.fitting.fit import EXTRA_NAMES, FitConfig, FitInit, fit_to_keypoints
-from deforhmr_model.geometry.camera import Camera, cam_crop_to_full, perspective_projection
+from deforhmr_model.geometry.camera import MIN_CAM_SCALE, Camera, cam_crop_to_full, perspective_projection
 from deforhmr_model.geometry.ground import estimate_ground_plane
 from deforhmr_model.network.inference import predict
 from deforhmr_model.people.crop import crop_person
 
 log = logging.getLogger("deforhmr")
-
-MIN_CAM_SCALE = 1e-2  # weak-perspective scale below this would put the body behind the camera
 
 
 @dataclass

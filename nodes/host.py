@@ -147,23 +147,20 @@ def resolve_model_file(name: str, folder: str) -> Path | None:
 # ----------------------------------------------------------------------------- devices
 
 def torch_device(choice: str = "auto"):
-    """The torch device for ``choice``: "auto" is ComfyUI's device (CPU outside ComfyUI).
+    """The torch device for ``choice``: "auto" is ComfyUI's device; outside ComfyUI, and for
+    explicit names, :func:`deforhmr_model.device.resolve_device` (CUDA, then MPS, then CPU).
 
     Raises:
-        ValueError: the device is not available here (names the fix).
+        DeviceError (a ValueError): the device is not available here (names the fix).
     """
     import torch
+
+    from deforhmr_model.device import resolve_device
     if choice == "auto":
         mm = _module("comfy.model_management")
         if mm is not None and hasattr(mm, "get_torch_device"):
             return torch.device(mm.get_torch_device())
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(choice)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was chosen but this torch has no CUDA GPU; choose 'auto' or 'cpu'")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' was chosen but MPS is not available; choose 'auto' or 'cpu'")
-    return dev
+    return resolve_device(choice)
 
 
 def offload_device():

@@ -126,12 +126,13 @@ def test_convert_checkpoint_command(tmp_path, capsys):
 
 def test_unavailable_device_is_a_usage_error(tmp_path, capsys, photos):
     import torch
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--device", "cuda")
-    assert code == 2 and "CUDA is not available" in err and "Traceback" not in err
-    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--device", "gpu0")
-    assert code == 2 and "--device" in err
+    # cuda:99 is unavailable on every machine: no CUDA at all, or fewer GPUs
+    why = "CUDA GPU(s)" if torch.cuda.is_available() else "CUDA is not available"
+    code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--device", "cuda:99")
+    assert code == 2 and why in err and "Traceback" not in err
+    for bad in ("gpu0", "meta"):
+        code, _, err = _run(capsys, photos / "skates.png", "-o", tmp_path, "--device", bad)
+        assert code == 2 and "--device" in err and bad in err and "Traceback" not in err
 
 
 def test_convert_smpl_command_then_infer_with_it(tmp_path, capsys, photos):

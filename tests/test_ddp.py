@@ -18,7 +18,7 @@ GLOBAL_BATCH = 8
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from deforhmr_model.body.model import BodyModel, load_body_data
-    from deforhmr_model.eval.joints import J24Regressor
+    from deforhmr_model.body.joints import J24Regressor
     from deforhmr_model.body.smpl_io import write_body_npz
     from deforhmr_model.train.synthetic import SynthConfig, generate
     from .train_helpers import tiny_body_arrays
@@ -35,7 +35,7 @@ def data(tmp_path_factory):
 def _train(out: str, body_file: str, npz: str, world: int = 1, rank: int = 0, accum: int = 1) -> dict:
     """Two optimiser steps (AdamW, augmentation on, image mode); returns the decoder state."""
     from deforhmr_model.body.model import BodyModel, load_body_data
-    from deforhmr_model.eval.joints import J24Regressor
+    from deforhmr_model.body.joints import J24Regressor
     from deforhmr_model.network.model import build_model
     from deforhmr_model.train.augment import AugConfig
     from deforhmr_model.datasets.readers import NpzSource

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from deforhmr_model.eval.joints import RegressorFileError, load_regressor
-from deforhmr_model.eval.metrics import mpjpe, pa_mpjpe, pck, pelvis_align, pve, similarity_align
+from deforhmr_model.body.joints import RegressorFileError, load_regressor
+from deforhmr_model.geometry.metrics import mpjpe, pa_mpjpe, pck, pelvis_align, pve, similarity_align
 
 
 def _rot(axis, deg):
@@ -110,7 +110,7 @@ def test_regressor_files(tmp_path):
 def eval_data(tmp_path_factory):
     """A 3DPW-like file: one fixed pose (so a model can output the exact ground truth), two
     sequences, half the people labelled male; a 2D-only copy; regressors for the test body."""
-    from deforhmr_model.eval.joints import J24Regressor
+    from deforhmr_model.body.joints import J24Regressor
     from deforhmr_model.body.smpl_io import write_body_npz
     from deforhmr_model.body.model import BodyModel, load_body_data
     from deforhmr_model.train.synthetic import SynthConfig, generate
@@ -208,9 +208,10 @@ def test_eval_cli_exact_model_scores_zero_and_wrong_pose_scores_the_expected_err
 def _weak_perspective_fit(body_file, z):
     """(s, tx, ty) fitting sample 0's crop keypoints: x_crop = s/2 (X + tx) (HMR 2.0 camera, far body)."""
     from deforhmr_model.body.model import BodyModel, load_body_data
-    from deforhmr_model.eval.joints import J24Regressor
+    from deforhmr_model.body.joints import J24Regressor
     from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
-    from deforhmr_model.train.augment import crop_matrix, transform_keypoints_2d
+    from deforhmr_model.people.crop import crop_matrix
+    from deforhmr_model.train.augment import transform_keypoints_2d
     from deforhmr_model.datasets.readers import box_size_from_scale
     body = BodyModel(load_body_data(body_file))
     R = axis_angle_to_rotmat(torch.from_numpy(z["pose"][0]).reshape(1, 24, 3))

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from deforhmr_model.eval.joints import J24_FLIP, J24Regressor
+from deforhmr_model.body.joints import J24_FLIP, J24Regressor
 from deforhmr_model.network.model import build_model
 from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
-from deforhmr_model.train.augment import (AugConfig, AugParams, crop_matrix, make_crop_sample,
-                                          transform_keypoints_2d, transform_pose, warp_image)
+from deforhmr_model.people.crop import crop_matrix, warp_image
+from deforhmr_model.train.augment import (AugConfig, AugParams, make_crop_sample,
+                                          transform_keypoints_2d, transform_pose)
 from deforhmr_model.datasets.readers import DatasetFileError, NpzSource, TarSource
 from deforhmr_model.train.losses import HMRLoss
 from deforhmr_model.train.mixing import MixedSource, load_mix_config

@@ -53,7 +53,7 @@ import cv2
 import numpy as np
 
 from deforhmr_model.people.crop import expand_to_aspect_ratio
-from deforhmr_model.eval.joints import J24_FROM_OPENPOSE, safe_unpickle
+from deforhmr_model.body.joints import J24_FROM_OPENPOSE, safe_unpickle
 
 __all__ = ["DatasetFileError", "PersonLabels", "NpzSource", "TarSource", "open_source", "read_image"]
 

@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from deforhmr_model.cli_errors import guard
+
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``eval`` to an argparse subparsers object."""
@@ -41,11 +43,10 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--body-female", default=None,
                    help="SMPL female file for gendered ground truth (default: installed SMPL_FEMALE, if any)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU; default), cpu, cuda, cuda:1, mps")
     p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N people")
     p.add_argument("--per-sequence", action="store_true", help="also print per-sequence tables")
     p.add_argument("--output", default=None, help="write all results as JSON here (atomic)")
-    from deforhmr_model.train.cli import guard
     p.set_defaults(func=guard(_evaluate, "eval"))
     return p
 
@@ -55,9 +56,9 @@ def _evaluate(args) -> int:
     from deforhmr_model.body.model import BodyModel, default_body_data, find_smpl_file, load_body_data
     from deforhmr_model.network.checkpoint import load_model
     from deforhmr_model.datasets.readers import NpzSource
-    from deforhmr_model.train.distributed import resolve_device
+    from deforhmr_model.device import resolve_device
     from deforhmr_model.files.weights import require_file
-    from deforhmr_model.eval.joints import load_regressor, make_j24_regressor
+    from deforhmr_model.body.joints import load_regressor, make_j24_regressor
     from deforhmr_model.eval.benchmarks import DATASETS
     from deforhmr_model.eval.protocol import Evaluator, format_table, protocol_for, write_reports
 

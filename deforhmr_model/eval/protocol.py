@@ -13,7 +13,7 @@ Protocol (``hmr2_reference.md`` §7):
   (``body_male`` / ``body_female``) where the file gives a gender, else neutral;
   when gendered GT is present but those models were not supplied, the neutral
   model is used and the report says so (numbers then differ from published ones).
-* **Joints** (:data:`~deforhmr_model.eval.joints.PROTOCOLS`): ``h36m14`` (default for
+* **Joints** (:data:`~deforhmr_model.body.joints.PROTOCOLS`): ``h36m14`` (default for
   3DPW and RICH; the 14 LSP joints of ``J_regressor_h36m.npy``, H36M pelvis —
   the SPIN/CLIFF protocol behind most Table-1 baselines), ``lsp14`` (HMR 2.0's:
   ``SMPL_to_J19.pkl``, J19 pelvis) or ``smpl24``. The same regressor is applied to
@@ -39,8 +39,8 @@ import torch
 
 from deforhmr_model.files.atomic import atomic_write
 from deforhmr_model.eval.benchmarks import DATASETS  # noqa: F401  (re-exported)
-from deforhmr_model.eval.joints import PROTOCOLS, JointProtocol
-from deforhmr_model.eval.metrics import mpjpe, pa_mpjpe, pck, pve
+from deforhmr_model.body.joints import PROTOCOLS, JointProtocol
+from deforhmr_model.geometry.metrics import mpjpe, pa_mpjpe, pck, pve
 
 @dataclass
 class EvalReport:
@@ -87,7 +87,7 @@ class Evaluator:
             (missing genders fall back to 'n' with a note).
         protocol: a :class:`JointProtocol`.
         regressor: (rows, V) array for the protocol (None for ``smpl24``).
-        j24: optional :class:`~deforhmr_model.eval.joints.J24Regressor` (PCK on 2D sets).
+        j24: optional :class:`~deforhmr_model.body.joints.J24Regressor` (PCK on 2D sets).
         device, batch_size: where and how many crops at a time.
     """
 
@@ -111,7 +111,7 @@ class Evaluator:
     @torch.no_grad()
     def evaluate_3d(self, source, name: str, model_name: str, max_samples: int | None = None) -> EvalReport:
         """MPJPE / PA-MPJPE / PVE (mm) over a 3D source (an ``NpzSource`` with GT)."""
-        from deforhmr_model.train.augment import crop_matrix, warp_image
+        from deforhmr_model.people.crop import crop_matrix, warp_image
         p = self.protocol
         n = len(source) if max_samples is None else min(len(source), max_samples)
         notes: list[str] = []
@@ -177,8 +177,8 @@ class Evaluator:
     def evaluate_2d(self, source, name: str, model_name: str, max_samples: int | None = None,
                     thresholds=(0.05, 0.1)) -> EvalReport:
         """PCK@thresholds over a 2D source (J24 keypoints with confidence)."""
-        from deforhmr_model.train.augment import crop_matrix, warp_image
-        from deforhmr_model.train.losses import crop_projection
+        from deforhmr_model.geometry.camera import crop_projection
+        from deforhmr_model.people.crop import crop_matrix, warp_image
         if self.j24 is None:
             raise ValueError("2D evaluation needs a J24 regressor")
         n = len(source) if max_samples is None else min(len(source), max_samples)
@@ -208,8 +208,8 @@ class Evaluator:
 
 def _crop_to_photo(uv: np.ndarray, A: np.ndarray) -> np.ndarray:
     """(K, 2) normalised crop coordinates -> photo pixels, inverting the (2, 3) crop affine."""
-    from deforhmr_model.train.augment import CROP_CENTER
-    px = uv * 256.0 + CROP_CENTER
+    from deforhmr_model.people.crop import CROP_CENTER, CROP_SIZE
+    px = uv * CROP_SIZE + CROP_CENTER
     M = np.vstack([A, [0, 0, 1]])
     return (np.c_[px, np.ones(len(px))] @ np.linalg.inv(M).T)[:, :2]
 

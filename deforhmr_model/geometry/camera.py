@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import torch
 
 CROP_FOCAL_LENGTH = 5000.0  # px, for a 256 px crop (hmr2_reference.md §4)
-CROP_SIZE = 256
+CROP_SIZE = 256             # px, side of the square person crop (the network sees 256x192 of it)
+MIN_CAM_SCALE = 1e-2        # weak-perspective s below this (body > 100 crops away or behind the camera) is clamped
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # 43.27 mm: 35 mm equivalence is defined on it
 STANDARD_FOCAL_35MM = 30.0  # mm, full-frame equivalent lens used when the photo does not say
 # Focal lengths outside this 35 mm-equivalent range (mm) are not believed (broken EXIF, typos).
@@ -186,6 +187,20 @@ def perspective_projection(points: torch.Tensor, focal_length: torch.Tensor | fl
     z = points[..., 2:3].clamp(min=1e-6)
     pp = principal_point.reshape(-1, 1, 2) if principal_point.ndim == 2 else principal_point
     return f * points[..., :2] / z + pp
+
+
+def crop_projection(points: torch.Tensor, pred_cam: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3) body-frame points (metres) + (B, 3) crop camera ``(s, tx, ty)`` -> (B, N, 2)
+    normalised crop coordinates ``(p - 128) / 256`` (HMR 2.0's keypoint frame on its 256x256
+    square); ``s`` is clamped to :data:`MIN_CAM_SCALE`."""
+    B = points.shape[0]
+    half = torch.full((B, 2), CROP_SIZE / 2, dtype=points.dtype, device=points.device)
+    size = torch.full((B,), float(CROP_SIZE), dtype=points.dtype, device=points.device)
+    cam = pred_cam.to(points.dtype)
+    cam = torch.cat([cam[:, :1].clamp(min=MIN_CAM_SCALE), cam[:, 1:]], dim=1)
+    t = cam_crop_to_full(cam, half, size, 2 * half, CROP_FOCAL_LENGTH)
+    uv = perspective_projection(points, CROP_FOCAL_LENGTH, half, transl=t)
+    return (uv - CROP_SIZE / 2) / CROP_SIZE
 
 
 def intrinsics(focal_length: float, principal_point: tuple[float, float]) -> torch.Tensor:

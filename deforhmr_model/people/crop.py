@@ -5,6 +5,11 @@ A person box (x1, y1, x2, y2) px is expanded to the 3:4 (W:H) aspect ratio
 its centre and warped to a 256x256 crop (bilinear, black border). The network
 sees columns 32:224, i.e. a 256x192 (H x W) image, ImageNet-normalised RGB.
 The affine is kept so results map back to the photo.
+
+Training and evaluation warp straight to the 256x192 input with
+:func:`crop_matrix` (the same square, optionally scaled, shifted, rotated and
+mirrored by an augmentation) and :func:`warp_image`; their keypoints live in the
+crop frame around :data:`CROP_CENTER`.
 """
 from __future__ import annotations
 
@@ -14,10 +19,12 @@ import cv2
 import numpy as np
 import torch
 
-CROP_SIZE = 256
-CROP_WIDTH = 192
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
+from deforhmr_model.geometry.camera import CROP_SIZE
+
+CROP_WIDTH = 192                    # px; the network sees columns 32:224 of the 256x256 square
+CROP_CENTER = np.array([CROP_WIDTH / 2, CROP_SIZE / 2])   # (96, 128) px in the 256x192 crop
+IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet RGB mean, 0..1 scale (hmr2_reference.md §3.1)
+IMAGE_STD = (0.229, 0.224, 0.225)   # ImageNet RGB std, 0..1 scale
 
 
 @dataclass
@@ -94,3 +101,39 @@ def crop_person(image: np.ndarray, bbox: np.ndarray) -> Crop:
     mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGE_STD).view(3, 1, 1)
     return Crop(image=(x - mean) / std, center=center, size=size, affine=A)
+
+
+def crop_matrix(center: np.ndarray, size: float, aug=None) -> np.ndarray:
+    """(2, 3) affine: photo px -> 256x192 crop px.
+
+    The 256x256 square of :func:`crop_affine` (``center`` (2,) px, side ``size`` px), then
+    the optional augmentation ``aug`` (an object with ``scale``, ``shift`` (fractions of
+    ``size``), ``rot_deg`` (counter-clockwise on screen) and ``flip``, e.g.
+    :class:`deforhmr_model.train.augment.AugParams`) about the crop centre, then the 32-px
+    column offset.
+    """
+    scale, shift = (aug.scale, aug.shift) if aug is not None else (1.0, (0.0, 0.0))
+    rot_deg, flip = (aug.rot_deg, aug.flip) if aug is not None else (0.0, False)
+    center_aug = np.asarray(center, np.float64) + np.asarray(shift) * size
+    square = np.vstack([crop_affine(center_aug, size * scale), [0.0, 0.0, 1.0]])
+    c, s = np.cos(np.radians(rot_deg)), np.sin(np.radians(rot_deg))
+    # screen counter-clockwise rotation in y-down pixel coordinates
+    rot = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    mirror = np.diag([-1.0 if flip else 1.0, 1.0, 1.0])
+    to_origin = np.array([[1.0, 0, -CROP_SIZE / 2], [0, 1.0, -CROP_SIZE / 2], [0, 0, 1.0]])
+    to_crop = np.array([[1.0, 0, CROP_CENTER[0]], [0, 1.0, CROP_CENTER[1]], [0, 0, 1.0]])
+    return (to_crop @ mirror @ rot @ to_origin @ square)[:2]
+
+
+def warp_image(image: np.ndarray, A: np.ndarray, aug=None) -> np.ndarray:
+    """Warp an HxWx3 uint8 RGB photo with ``A`` (from :func:`crop_matrix`) to a (3, 256, 192)
+    float32 network input: bilinear, black border, the per-channel colour factors
+    ``aug.color`` if given (clipped to 0..255), then ImageNet normalisation."""
+    patch = cv2.warpAffine(image, A, (CROP_WIDTH, CROP_SIZE), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    x = patch.astype(np.float32)
+    color = tuple(aug.color) if aug is not None else (1.0, 1.0, 1.0)
+    if color != (1.0, 1.0, 1.0):
+        x = np.clip(x * np.asarray(color, np.float32), 0, 255)
+    x = (x / 255.0 - np.asarray(IMAGE_MEAN, np.float32)) / np.asarray(IMAGE_STD, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))

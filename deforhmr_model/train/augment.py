@@ -2,7 +2,8 @@
 
 Every training sample is cropped around its person box with HMR 2.0's rule
 (:mod:`deforhmr_model.people.crop`: 3:4 aspect expansion, square side ``bbox_size``)
-and warped straight to the network's 256x192 (H x W) input. The augmentation
+and warped straight to the network's 256x192 (H x W) input
+(:func:`~deforhmr_model.people.crop.crop_matrix`, :func:`~deforhmr_model.people.crop.warp_image`). The augmentation
 parameters are drawn per sample from a seeded ``numpy.random.Generator``
 (the trainer derives the seed from ``(run seed, epoch, sample)``, which makes
 epochs reproducible and resumable independently of data-loader workers):
@@ -12,7 +13,7 @@ scale            box size x (1 + clip(N(0,1), -1, 1) * 0.3)
 rotation         clip(N(0,1), -2, 2) * 30 degrees with probability 0.6, else 0
 translation      box centre + clip(N(0,1), -1, 1) * 0.02 * box size, per axis
 flip             horizontal, probability 0.5: image, keypoints mirrored and
-                 left/right swapped (:data:`~deforhmr_model.eval.joints.J24_FLIP`),
+                 left/right swapped (:data:`~deforhmr_model.body.joints.J24_FLIP`),
                  SMPL pose left/right joints swapped and axis-angle (x, -y, -z)
 colour           each RGB channel x U(0.8, 1.2), clipped to [0, 255]
 ===============  ==============================================================
@@ -30,14 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from deforhmr_model.people.crop import CROP_SIZE, CROP_WIDTH, IMAGE_MEAN, IMAGE_STD, crop_affine
-from deforhmr_model.eval.joints import J24_FLIP, SMPL24_FLIP
-
-CROP_CENTER = np.array([CROP_WIDTH / 2, CROP_SIZE / 2])   # (96, 128) px in the 256x192 crop
+from deforhmr_model.body.joints import J24_FLIP, SMPL24_FLIP
+from deforhmr_model.people.crop import CROP_CENTER, CROP_SIZE, crop_matrix, warp_image
 
 
 @dataclass(frozen=True)
@@ -80,40 +78,10 @@ def sample_aug(cfg: AugConfig, rng: np.random.Generator) -> AugParams:
                      flip=bool(u[1] < cfg.flip_prob), color=tuple(float(c) for c in col))
 
 
-def crop_matrix(center: np.ndarray, size: float, aug: AugParams = AugParams()) -> np.ndarray:
-    """(2, 3) affine: photo px -> 256x192 crop px, including the augmentation.
-
-    Built on :func:`deforhmr_model.people.crop.crop_affine` (the 256x256 square of HMR 2.0),
-    followed by rotation/flip about the crop centre and the 32-px column offset.
-    """
-    size_aug = size * aug.scale
-    center_aug = np.asarray(center, np.float64) + np.asarray(aug.shift) * size
-    square = np.vstack([crop_affine(center_aug, size_aug), [0.0, 0.0, 1.0]])
-    c, s = np.cos(np.radians(aug.rot_deg)), np.sin(np.radians(aug.rot_deg))
-    # screen counter-clockwise rotation in y-down pixel coordinates
-    rot = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
-    flip = np.diag([-1.0 if aug.flip else 1.0, 1.0, 1.0])
-    to_origin = np.array([[1.0, 0, -CROP_SIZE / 2], [0, 1.0, -CROP_SIZE / 2], [0, 0, 1.0]])
-    to_crop = np.array([[1.0, 0, CROP_CENTER[0]], [0, 1.0, CROP_CENTER[1]], [0, 0, 1.0]])
-    return (to_crop @ flip @ rot @ to_origin @ square)[:2]
-
-
 def camera_rotation(aug: AugParams) -> np.ndarray:
     """(3, 3) rotation of camera-frame points matching the crop's in-plane rotation."""
     c, s = np.cos(np.radians(aug.rot_deg)), np.sin(np.radians(aug.rot_deg))
     return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def warp_image(image: np.ndarray, A: np.ndarray, aug: AugParams = AugParams()) -> np.ndarray:
-    """Warp an HxWx3 uint8 RGB photo with ``A`` to a (3, 256, 192) float32 network input
-    (colour augmentation, then ImageNet normalisation)."""
-    patch = cv2.warpAffine(image, A, (CROP_WIDTH, CROP_SIZE), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    x = patch.astype(np.float32)
-    if aug.color != (1.0, 1.0, 1.0):
-        x = np.clip(x * np.asarray(aug.color, np.float32), 0, 255)
-    x = (x / 255.0 - np.asarray(IMAGE_MEAN, np.float32)) / np.asarray(IMAGE_STD, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 def transform_keypoints_2d(kp: np.ndarray, A: np.ndarray, flip: bool) -> np.ndarray:

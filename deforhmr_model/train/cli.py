@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from deforhmr_model.cli_errors import guard
+
 _DATA_HELP = ("training data: a mixture file (.json/.toml, see deforhmr_model/train/paper_mix.json) or "
               "one or more SPIN/ProHMR .npz files / HMR 2.0 webdataset .tar shards (comma-separated)")
 
@@ -27,7 +29,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     ck.add_argument("--data", required=True, help=_DATA_HELP)
     ck.add_argument("--data-root", default=None, help="folder relative mixture paths are resolved against")
     ck.add_argument("--image-root", default=None, help="image folder for single .npz inputs")
-    ck.set_defaults(func=guard(_cmd_check))
+    ck.set_defaults(func=guard(_cmd_check, "train check-data"))
     return p
 
 
@@ -61,7 +63,8 @@ def _add_fit(sub) -> None:
     f.add_argument("--cache-dir", default=None, help="feature cache folder (default OUT/feature_cache)")
     f.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data-loader worker processes (default: min(4, CPU count))")
-    f.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda")
+    f.add_argument("--device", default="auto",
+                   help="auto (cuda:LOCAL_RANK, then MPS, then CPU; default), cpu, cuda, mps")
     f.add_argument("--no-bf16", action="store_true", help="float32 on GPU instead of bf16 autocast")
     f.add_argument("--grad-clip", type=float, default=None)
     f.add_argument("--log-every", type=int, default=50)
@@ -72,7 +75,7 @@ def _add_fit(sub) -> None:
                    help="resume from OUT/checkpoints/latest or a checkpoint folder")
     f.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     f.add_argument("--no-progress", action="store_true")
-    f.set_defaults(func=guard(_cmd_fit))
+    f.set_defaults(func=guard(_cmd_fit, "train fit"))
 
 
 def _add_synth(sub) -> None:
@@ -89,24 +92,7 @@ def _add_synth(sub) -> None:
     s.add_argument("--pose-noise", type=float, default=0.15, help="radians per axis-angle component")
     s.add_argument("--yaw-range", type=float, default=180.0, help="degrees")
     s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(func=guard(_cmd_synth))
-
-
-def guard(fn, command: str = "train"):
-    """Wrap a ``deforhmr <command>`` handler: our own errors become one line and exit status 1."""
-    def run(args) -> int:
-        from deforhmr_model.network.checkpoint import CheckpointError
-        from deforhmr_model.eval.joints import RegressorFileError
-        from deforhmr_model.body.smpl_io import SMPLFileError
-        from deforhmr_model.files.weights import MissingModelFileError
-        from deforhmr_model.datasets.readers import DatasetFileError
-        try:
-            return fn(args)
-        except (DatasetFileError, MissingModelFileError, CheckpointError, RegressorFileError, SMPLFileError,
-                FileNotFoundError, ValueError) as e:
-            print(f"deforhmr {command}: error: {e}", file=sys.stderr)
-            return 1
-    return run
+    s.set_defaults(func=guard(_cmd_synth, "train synth"))
 
 
 def open_data(spec: str, data_root: str | None = None, image_root: str | None = None, epoch_size=None):
@@ -139,7 +125,7 @@ def _parse_overrides(items: list[str]) -> dict:
 def _cmd_fit(args) -> int:
     import torch
     from deforhmr_model.network.checkpoint import load_model, load_vitpose_backbone
-    from deforhmr_model.eval.joints import make_j24_regressor
+    from deforhmr_model.body.joints import make_j24_regressor
     from deforhmr_model.network.model import build_model
     from deforhmr_model.train.augment import AugConfig
     from deforhmr_model.train.distributed import init_distributed, shutdown
@@ -199,7 +185,7 @@ def _set_mean_params(model, how: str, train, dataset_mean_params) -> None:
 
 def _cmd_synth(args) -> int:
     import torch
-    from deforhmr_model.eval.joints import make_j24_regressor
+    from deforhmr_model.body.joints import make_j24_regressor
     from deforhmr_model.train.synthetic import CANONICAL_POSES, SynthConfig, generate
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from deforhmr_model.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -29,18 +31,11 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """"auto" -> ``cuda:LOCAL_RANK`` if CUDA is available, else CPU; other names as given."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group if launched by ``torchrun`` (``WORLD_SIZE`` > 1), else single process."""
+    """Join the process group if launched by ``torchrun`` (``WORLD_SIZE`` > 1), else single process.
+
+    ``device`` goes through :func:`deforhmr_model.device.resolve_device` with this process's
+    LOCAL_RANK (raises ``DeviceError`` for an unavailable device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))

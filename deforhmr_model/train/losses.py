@@ -16,7 +16,7 @@ term                    definition (per sample, then summed and divided by B)   
 
 Masks: samples without SMPL labels (``has_smpl = 0``) contribute nothing to the
 SMPL and mesh terms; joints with confidence 0 (missing 2D/3D labels, or joints
-the :class:`~deforhmr_model.eval.joints.J24Regressor` cannot produce) nothing to
+the :class:`~deforhmr_model.body.joints.J24Regressor` cannot produce) nothing to
 the joint terms; 3D samples whose hips are unlabelled are dropped (no pelvis).
 
 Reduction: every term is a **sum over samples divided by the batch size B**
@@ -40,12 +40,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deforhmr_model.geometry.camera import CROP_FOCAL_LENGTH, CROP_SIZE, cam_crop_to_full, perspective_projection
-from deforhmr_model.eval.joints import J24_HIPS, J24Regressor
+from deforhmr_model.body.joints import J24_HIPS, J24Regressor
+from deforhmr_model.geometry.camera import crop_projection
 from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
 
 
-MIN_CAM_SCALE = 1e-2   # s below this (body > 100 crops away or behind the camera) is clamped
 
 
 @dataclass(frozen=True)
@@ -70,18 +69,6 @@ class LossOutput:
     pred_keypoints_2d: torch.Tensor
 
 
-def crop_projection(points: torch.Tensor, pred_cam: torch.Tensor) -> torch.Tensor:
-    """(B, N, 3) body-frame points (metres) + (B, 3) crop camera -> (B, N, 2) normalised crop coords."""
-    B = points.shape[0]
-    half = torch.full((B, 2), CROP_SIZE / 2, dtype=points.dtype, device=points.device)
-    size = torch.full((B,), float(CROP_SIZE), dtype=points.dtype, device=points.device)
-    cam = pred_cam.to(points.dtype)
-    cam = torch.cat([cam[:, :1].clamp(min=MIN_CAM_SCALE), cam[:, 1:]], dim=1)
-    t = cam_crop_to_full(cam, half, size, 2 * half, CROP_FOCAL_LENGTH)
-    uv = perspective_projection(points, CROP_FOCAL_LENGTH, half, transl=t)
-    return (uv - CROP_SIZE / 2) / CROP_SIZE
-
-
 def mid_hip_align(joints: torch.Tensor) -> torch.Tensor:
     """(B, 24, 3) J24 joints minus the mid-point of the hips (J24 2 and 3)."""
     return joints - joints[:, list(J24_HIPS)].mean(dim=1, keepdim=True)
@@ -92,7 +79,7 @@ class HMRLoss(nn.Module):
 
     Args:
         body: a :class:`deforhmr_model.body.model.BodyModel` (predictions and GT vertices).
-        joints: J24 regressor for the body (see :class:`~deforhmr_model.eval.joints.J24Regressor`).
+        joints: J24 regressor for the body (see :class:`~deforhmr_model.body.joints.J24Regressor`).
         weights: :class:`LossWeights`.
     """
 

@@ -144,7 +144,7 @@ def generate(out_dir: str | Path, body, joints, cfg: SynthConfig = SynthConfig()
     Args:
         out_dir: output folder (created).
         body: ``deforhmr_model.body.model.BodyModel`` (its betas space is used as is).
-        joints: the :class:`~deforhmr_model.eval.joints.J24Regressor` that defines the labels
+        joints: the :class:`~deforhmr_model.body.joints.J24Regressor` that defines the labels
             (train with the same one).
         cfg: :class:`SynthConfig`.
     """

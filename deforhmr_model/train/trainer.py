@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from deforhmr_model.network.checkpoint import load_state, save_checkpoint
-from deforhmr_model.eval.metrics import mpjpe, pa_mpjpe
+from deforhmr_model.geometry.metrics import mpjpe, pa_mpjpe
 from deforhmr_model.files.atomic import atomic_write
 from deforhmr_model.train.augment import AugConfig
 from deforhmr_model.train.distributed import DistInfo, all_reduce_mean, barrier
@@ -146,7 +146,7 @@ class Trainer:
         cfg: :class:`TrainConfig`.
         model: a ``DeforHMR`` (encoder frozen by its config).
         body: the body model used by the losses (``deforhmr_model.body.model.BodyModel``).
-        joints: its :class:`~deforhmr_model.eval.joints.J24Regressor`.
+        joints: its :class:`~deforhmr_model.body.joints.J24Regressor`.
         train_source: a :class:`~.mixing.MixedSource`.
         val_source: optional held-out source (validated every ``val_every_epochs``).
         dist: this process's :class:`~.distributed.DistInfo`.
