@@ -69,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="camera field of view in degrees across the image's longer side (instead of --focal)")
     inf.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     inf.add_argument("-v", "--verbose", action="store_true")
-    inf.set_defaults(func=guard(_cmd_infer, "infer", file_error_status=2))
+    inf.set_defaults(func=guard(_cmd_infer, file_error_status=2))
 
     cs = sub.add_parser("convert-smpl", help="convert an SMPL .pkl (no chumpy needed) to .npz")
     cs.add_argument("src", metavar="PKL")
     cs.add_argument("dst", metavar="NPZ")
-    cs.set_defaults(func=guard(_cmd_convert_smpl, "convert-smpl", file_error_status=2))
+    cs.set_defaults(func=guard(_cmd_convert_smpl, file_error_status=2))
 
     cc = sub.add_parser("convert-checkpoint",
                         help="import an HMR 2.0 .ckpt, a ViTPose .pth or a DeforHMR file to .safetensors")
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--backbone", default=None, help="encoder size (default: read from the file)")
     cc.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                     help="store the weights in this dtype (default: as loaded)")
-    cc.set_defaults(func=guard(_cmd_convert_checkpoint, "convert-checkpoint", file_error_status=2))
+    cc.set_defaults(func=guard(_cmd_convert_checkpoint, file_error_status=2))
 
     for name, mod in (("download", "deforhmr_model.cli_network"), ("attention", "deforhmr_model.cli_network"),
                       ("train", "deforhmr_model.train.cli"), ("eval", "deforhmr_model.eval.cli")):
@@ -197,7 +197,7 @@ def _cmd_infer(args) -> int:
     try:
         device = resolve_device(args.device)
     except DeviceError as e:
-        raise UsageError(f"--device: {e}") from None
+        raise UsageError(f"--device {e}") from None
     try:
         pipe = HMRPipeline(model=args.model, body=args.body, device=device, refine=args.refine,
                            max_people=args.max_people, det_threshold=args.det_threshold,

@@ -35,20 +35,21 @@ def user_error_types() -> tuple[type[BaseException], ...]:
             DeviceError, FileNotFoundError, ValueError)
 
 
-def guard(fn: Callable[..., int], command: str, file_error_status: int = 1) -> Callable[..., int]:
-    """Wrap the handler of ``deforhmr <command>``: errors become one line ``deforhmr <command>:
-    error: ...`` on stderr and an exit status (see the module docstring)."""
+def guard(fn: Callable[..., int], prog: str = "deforhmr", file_error_status: int = 1) -> Callable[..., int]:
+    """Wrap a command handler: errors become one line ``<prog>: error: ...`` on stderr and an
+    exit status (see the module docstring). ``prog``: "deforhmr" for the top-level commands,
+    "deforhmr train" / "deforhmr eval" for those command groups."""
     def run(args) -> int:
         try:
             return fn(args)
         except UsageError as e:
-            print(f"deforhmr {command}: error: {e}", file=sys.stderr)
+            print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"deforhmr {command}: interrupted", file=sys.stderr)
+            print(f"{prog}: interrupted", file=sys.stderr)
             return 130
         except user_error_types() as e:
-            print(f"deforhmr {command}: error: {e}", file=sys.stderr)
+            print(f"{prog}: error: {e}", file=sys.stderr)
             return file_error_status
     run.__wrapped__ = fn
     return run

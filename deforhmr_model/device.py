@@ -5,7 +5,8 @@ evaluation and the ComfyUI nodes.
 then Apple's MPS, then the CPU, and logs one line saying what it chose on the
 ``deforhmr.device`` logger (INFO; the ``deforhmr`` command shows it). An explicit name
 (``cpu``, ``cuda``, ``cuda:1``, ``mps``) is checked: a device this machine does not have,
-or one that cannot run a model (``meta``), raises :class:`DeviceError` with the fix.
+or one that cannot run a model (``meta``), raises :class:`DeviceError`, a message that
+starts with the device named and ends with the fix.
 """
 from __future__ import annotations
 
@@ -52,18 +53,18 @@ def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0
     try:
         dev = torch.device(name.strip() if isinstance(name, str) else name)
     except (RuntimeError, TypeError) as e:
-        raise DeviceError(f"unknown device {name!r} ({e}); use auto, cpu, cuda, cuda:N or mps") from None
+        raise DeviceError(f"{name!r}: unknown device ({e}); use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type not in _RUNNABLE:
-        raise DeviceError(f"device {str(dev)!r} cannot run the model; use auto, cpu, cuda, cuda:N or mps")
+        raise DeviceError(f"{dev}: not a device that can run the model; use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {str(dev)!r}: CUDA is not available in this torch build/machine; "
+            raise DeviceError(f"{dev}: CUDA is not available in this torch build/machine; "
                               "use auto or cpu (or install a CUDA build of torch)")
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
         if dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+            raise DeviceError(f"{dev}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
                               f"use cuda:0..cuda:{torch.cuda.device_count() - 1} or auto")
     if dev.type == "mps" and not mps_available():
-        raise DeviceError("device 'mps': MPS (Apple GPU) is not available here; use auto or cpu")
+        raise DeviceError("mps: MPS (Apple GPU) is not available here; use auto or cpu")
     return dev

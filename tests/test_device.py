@@ -20,9 +20,9 @@ def test_auto_picks_the_best_available_and_says_so(caplog):
 def test_explicit_devices_are_checked():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
-    with pytest.raises(DeviceError, match="cannot run the model"):
+    with pytest.raises(DeviceError, match="meta: not a device that can run the model"):
         resolve_device("meta")
-    with pytest.raises(DeviceError, match="unknown device 'gpu0'"):
+    with pytest.raises(DeviceError, match="'gpu0': unknown device"):
         resolve_device("gpu0")
     with pytest.raises(DeviceError, match="cuda:99"):
         resolve_device("cuda:99")

@@ -47,7 +47,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N people")
     p.add_argument("--per-sequence", action="store_true", help="also print per-sequence tables")
     p.add_argument("--output", default=None, help="write all results as JSON here (atomic)")
-    p.set_defaults(func=guard(_evaluate, "eval"))
+    p.set_defaults(func=guard(_evaluate, "deforhmr eval"))
     return p
 
 

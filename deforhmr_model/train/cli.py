@@ -29,7 +29,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     ck.add_argument("--data", required=True, help=_DATA_HELP)
     ck.add_argument("--data-root", default=None, help="folder relative mixture paths are resolved against")
     ck.add_argument("--image-root", default=None, help="image folder for single .npz inputs")
-    ck.set_defaults(func=guard(_cmd_check, "train check-data"))
+    ck.set_defaults(func=guard(_cmd_check, "deforhmr train"))
     return p
 
 
@@ -75,7 +75,7 @@ def _add_fit(sub) -> None:
                    help="resume from OUT/checkpoints/latest or a checkpoint folder")
     f.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     f.add_argument("--no-progress", action="store_true")
-    f.set_defaults(func=guard(_cmd_fit, "train fit"))
+    f.set_defaults(func=guard(_cmd_fit, "deforhmr train"))
 
 
 def _add_synth(sub) -> None:
@@ -92,7 +92,7 @@ def _add_synth(sub) -> None:
     s.add_argument("--pose-noise", type=float, default=0.15, help="radians per axis-angle component")
     s.add_argument("--yaw-range", type=float, default=180.0, help="degrees")
     s.add_argument("--threads", type=int, default=None)
-    s.set_defaults(func=guard(_cmd_synth, "train synth"))
+    s.set_defaults(func=guard(_cmd_synth, "deforhmr train"))
 
 
 def open_data(spec: str, data_root: str | None = None, image_root: str | None = None, epoch_size=None):
