@@ -23,8 +23,9 @@ FORMATS = ("npz", "obj", "glb", "overlay")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``deforhmr``; every handler is wrapped by :func:`deforhmr_model.cli_errors.guard`
-    (one-line errors, exit status 2 for usage errors)."""
+    """Run ``deforhmr``; every handler runs inside :func:`deforhmr_model.cli_errors.guard`
+    (one-line errors, exit status 2 for usage errors); a command group may wrap its handlers
+    in its own guard first (``deforhmr train``/``eval``: prefix and exit status 1)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    return args.func(args)
+    return guard(args.func, file_error_status=2)(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,12 +40,13 @@ def add_attention_parser(sub) -> None:
                    help="query token (25-query models: 0-23 SMPL joints, 24 shape/camera); default: mean of all")
     a.add_argument("--max-people", type=int, default=None, help="at most this many people")
     a.add_argument("--boxes", default=None, help="user boxes 'x1,y1,x2,y2[;...]' px instead of detection")
-    a.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    a.add_argument("--device", default="auto",
+                   help="auto (CUDA, then MPS, then CPU; default), cpu, cuda, cuda:1, mps")
     a.set_defaults(func=_cmd_attention)
 
 
 def _usage(msg: str):
-    from deforhmr_model.cli import UsageError
+    from deforhmr_model.cli_errors import UsageError
     return UsageError(msg)
 
 
@@ -82,6 +83,7 @@ def _cmd_attention(args) -> int:
 
     from deforhmr_model.attention import draw_attention, person_attention
     from deforhmr_model.cli import _check_output_dir, _parse_boxes
+    from deforhmr_model.device import DeviceError, resolve_device
     from deforhmr_model.files.image_io import ImageLoadError, load_image, save_png
     from deforhmr_model.files.weights import MissingModelFileError
     from deforhmr_model.network.checkpoint import CheckpointError, installed_model, load_model
@@ -104,12 +106,16 @@ def _cmd_attention(args) -> int:
     except ImageLoadError as e:
         raise _usage(str(e)) from None
     try:
-        model = load_model(name, device=args.device)
+        device = resolve_device(args.device)
+    except DeviceError as e:
+        raise _usage(f"--device {e}") from None
+    try:
+        model = load_model(name, device=device)
     except (MissingModelFileError, CheckpointError) as e:
         raise _usage(str(e)) from None
 
     from deforhmr_model.pipeline import HMRPipeline
-    pipe = HMRPipeline(model=None, max_people=args.max_people)
+    pipe = HMRPipeline(model=None, max_people=args.max_people, device=device)
     dets = pipe.detect(image, boxes)
     if not dets:
         print(f"no person found: {args.image}", file=sys.stderr)
