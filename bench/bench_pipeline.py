@@ -152,7 +152,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from deforhmr_model.pipeline import HMRPipeline
-    pipe = HMRPipeline()
+    pipe = HMRPipeline(model="none")   # the fit path, whatever is installed
     pipe.detect(np.zeros((64, 64, 3), np.uint8))  # load the detector models
     print(f"torch threads: {torch.get_num_threads()}, body: {pipe.body_data.id} "
           f"({pipe.body_data.num_vertices} vertices)")

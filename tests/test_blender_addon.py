@@ -470,7 +470,7 @@ def test_blender_imports_pipeline_result_on_real_photo(tmp_path):
     photo = tmp_path / PHOTO.name
     shutil.copyfile(PHOTO, photo)
     try:
-        result = HMRPipeline()(photo)
+        result = HMRPipeline(model="none")(photo)
     except MissingModelFileError as e:
         pytest.skip(f"pipeline model file missing: {e}")
     assert result.people, "the pipeline found nobody in the photo"

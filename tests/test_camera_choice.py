@@ -129,7 +129,7 @@ def test_two_skaters_side_by_side_stand_at_consistent_depths(photos):
     from deforhmr_model.pipeline import HMRPipeline
 
     boxes = np.array([[26, 196, 216, 500], [124, 185, 327, 505]], np.float32)
-    res = HMRPipeline()(photos / "skates.png", boxes)
+    res = HMRPipeline(model="none")(photos / "skates.png", boxes)
     assert res.focal_source == "standard:30mm"
     z = [float(np.median(p.joints[:, 2])) for p in res.people]
     assert all(2.0 < d < 15.0 for d in z) and abs(z[0] - z[1]) < 2.0, z

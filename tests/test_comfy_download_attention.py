@@ -95,6 +95,7 @@ def test_attention_node_needs_a_network(pack, tmp_path, monkeypatch):
     module, core = pack
     loader = sys.modules[module.__name__ + ".nodes.loader"]
     monkeypatch.setenv("DEFORHMR_WEIGHTS", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))        # no ~/.cache/deforhmr of this machine
     runner = cr.PromptRunner({**core, **module.NODE_CLASS_MAPPINGS})
     with pytest.raises(cr.NodeExecutionError, match="attention maps need a network"):
         runner.run(_graph(loader.AUTO_CHECKPOINT))                    # auto without a checkpoint = fit

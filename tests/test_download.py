@@ -132,6 +132,7 @@ def test_hmr2_release_is_downloaded_converted_and_picked_by_auto(server, release
     server.break_after["/hmr2_data.tar.gz"] = len(archive) // 3       # the first connection breaks
     weights = tmp_path / "weights"
     monkeypatch.setenv("DEFORHMR_WEIGHTS", str(weights))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))        # no ~/.cache/deforhmr of this machine
     seen = []
     report = download("hmr2", url=server.url("/hmr2_data.tar.gz"), retry_wait=0.01,
                       progress=lambda done, total: seen.append((done, total)))

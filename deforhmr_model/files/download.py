@@ -102,7 +102,7 @@ class KnownModel:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def manual_steps(self, dest: Path | None = None) -> str:
-        where = self.page or self.url
+        where = self.url + (f" (listed on {self.page})" if self.page else "")
         folder = f" (installs into {dest})" if dest else ""
         return (f"Manual steps: download {self.file} from {where} in a browser or on another machine, "
                 f"then run `deforhmr download {self.name} --url /path/to/{self.file}`{folder}.")
