@@ -265,6 +265,10 @@ def _set_scene(scene, frames: list[ResultFrame], settings: ImportSettings,
         scene.render.resolution_percentage = 100
         scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
         scene.camera = summary.camera
+    fps = frames[0].fps
+    if fps:   # a video sequence file: play at the video's rate (29.97 = 30 / 1.001)
+        scene.render.fps = max(1, int(round(fps)))
+        scene.render.fps_base = scene.render.fps / fps
     if len(frames) > 1:
         scene.frame_start = settings.frame_start
         scene.frame_end = settings.frame_start + len(frames) - 1

@@ -1,7 +1,8 @@
 """Read and fully validate DeforHMR result files (numpy + stdlib only, no bpy).
 
-The schema is ``deforhmr.result`` version 1, defined in ``deforhmr_model/result.py``
-(npz arrays + ``meta_json``). Everything the builder needs is checked here, before a
+The schema is ``deforhmr.result`` versions 1 and 2, defined in
+``deforhmr_model/files/result.py`` (npz arrays + ``meta_json``); version 2 adds video
+sequence files (``kind: "sequence"``, read as one :class:`ResultFrame` per video frame). Everything the builder needs is checked here, before a
 single Blender object exists: a file either yields complete :class:`ResultFrame` data
 or raises :class:`ResultReadError` with a one-line message meant for users.
 """
@@ -18,7 +19,11 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "deforhmr.result"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READ_VERSIONS = (1, 2)   # version 2: "kind" image (= version 1's arrays) or sequence
+SEQUENCE_ARRAYS = ("frame_times", "track_ids", "track_betas", "track_rest_vertices", "track_rest_joints",
+                   "frame_index", "person_index", "global_orient", "body_pose", "transl", "joints", "score")
+MAX_SEQUENCE_ROWS = 10_000_000
 NUM_JOINTS = 24
 BODY_ARRAYS = ("faces", "lbs_weights", "parents")
 PERSON_ARRAYS = (
@@ -93,6 +98,7 @@ class ResultFrame:
     body: BodyData
     camera: CameraData
     people: tuple[PersonData, ...]
+    fps: float | None = None    # frames of a video sequence file: its frame rate
 
 
 def read_result(path: str | os.PathLike) -> ResultFrame:
@@ -109,11 +115,9 @@ def read_result(path: str | os.PathLike) -> ResultFrame:
     if not path.is_file():
         raise ResultReadError(f"{name}: file not found ({path})")
     arrays, meta = _load_npz(path)
-    if meta.get("schema") != SCHEMA or meta.get("version") != SCHEMA_VERSION:
-        raise ResultReadError(
-            f"{name}: schema {meta.get('schema')!r} version {meta.get('version')!r} is not "
-            f"supported; this add-on reads {SCHEMA!r} version {SCHEMA_VERSION} "
-            "(update the add-on or re-export the result)")
+    _check_version(name, meta)
+    if meta.get("kind", "image") == "sequence":
+        raise ResultReadError(f"{name}: a video sequence result; import it on its own (it holds every frame)")
     missing = [k for k in (*BODY_ARRAYS, *PERSON_ARRAYS) if k not in arrays]
     if missing:
         raise ResultReadError(f"{name}: missing arrays {missing}; the file is incomplete")
@@ -137,6 +141,8 @@ def read_sequence(paths: list[str | os.PathLike]) -> list[ResultFrame]:
     """
     if not paths:
         raise ResultReadError("no result files (.npz) to import")
+    if len(paths) == 1 and _is_sequence_file(Path(paths[0])):
+        return read_sequence_file(paths[0])
     frames = [read_result(p) for p in paths]
     first = frames[0].body
     for fr in frames:
@@ -150,6 +156,111 @@ def read_sequence(paths: list[str | os.PathLike]) -> list[ResultFrame]:
             raise ResultReadError(f"{Path(fr.path).name}: person_index values {ids} repeat; "
                                   "people are matched across frames by person_index")
     return frames
+
+
+def read_sequence_file(path: str | os.PathLike) -> list[ResultFrame]:
+    """Read a video sequence result (``kind: "sequence"``, written by ``deforhmr`` for a video)
+    as one :class:`ResultFrame` per video frame; ``person_index`` = track id, ``fps`` set.
+
+    Raises:
+        ResultReadError: missing/corrupt file, not a sequence, arrays missing or inconsistent.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        path = path.with_suffix(".npz")
+    name = path.name
+    if not path.is_file():
+        raise ResultReadError(f"{name}: file not found ({path})")
+    arrays, meta = _load_npz(path)
+    _check_version(name, meta)
+    if meta.get("kind") != "sequence":
+        raise ResultReadError(f"{name}: not a video sequence result")
+    missing = [k for k in (*BODY_ARRAYS, *SEQUENCE_ARRAYS) if k not in arrays]
+    if missing:
+        raise ResultReadError(f"{name}: missing arrays {missing}; the file is incomplete")
+    try:
+        body = _body(arrays, meta)
+        src = meta["source"]
+        camera = _camera({"image": {"width": src["width"], "height": src["height"], "path": None},
+                          "camera": meta["camera"]}, path.parent)
+        fps = float(src["fps"])
+        if not (np.isfinite(fps) and fps > 0):
+            raise ValueError(f"frame rate {fps} is not positive")
+        people = _sequence_people(arrays, meta, body.lbs_weights.shape[0], camera)
+    except KeyError as e:
+        raise ResultReadError(f"{name}: metadata field {e} is missing") from None
+    except (TypeError, ValueError, IndexError) as e:
+        raise ResultReadError(f"{name}: {e}") from None
+    return [ResultFrame(path=str(path), body=body, camera=camera, people=tuple(ppl), fps=fps) for ppl in people]
+
+
+def _sequence_people(arrays: dict, meta: dict, num_vertices: int, camera: CameraData) -> list[list[PersonData]]:
+    """Per frame, the tracked people (``PersonData``, ``person_index`` = track id)."""
+    T, N, K = len(arrays["frame_times"]), len(arrays["frame_index"]), len(arrays["track_ids"])
+    if N > MAX_SEQUENCE_ROWS or T > MAX_SEQUENCE_ROWS:
+        raise ValueError(f"{N} rows / {T} frames is more than this add-on reads")
+    shapes = {"person_index": (N,), "global_orient": (N, 3, 3), "body_pose": (N, NUM_JOINTS - 1, 3, 3),
+              "transl": (N, 3), "joints": (N, NUM_JOINTS, 3), "score": (N,), "track_ids": (K,),
+              "track_rest_vertices": (K, num_vertices, 3), "track_rest_joints": (K, NUM_JOINTS, 3)}
+    for key, shape in shapes.items():
+        if arrays[key].shape != shape:
+            raise ValueError(f"{key} has shape {arrays[key].shape}, expected {shape}")
+        _finite(key, arrays[key])
+    if arrays["track_betas"].ndim != 2 or arrays["track_betas"].shape[0] != K:
+        raise ValueError(f"track_betas has shape {arrays['track_betas'].shape}, expected ({K}, B)")
+    fi = arrays["frame_index"].astype(np.int64)
+    if N and (fi.min() < 0 or fi.max() >= T):
+        raise ValueError(f"frame_index outside 0..{T - 1}")
+    rots = np.concatenate([arrays["global_orient"][:, None], arrays["body_pose"]], 1).astype(np.float64)
+    rots = rots.reshape(-1, 3, 3)
+    if N and (np.abs(rots @ rots.transpose(0, 2, 1) - np.eye(3)).max() > _ROTATION_TOL
+              or np.abs(np.linalg.det(rots) - 1).max() > _ROTATION_TOL):
+        raise ValueError("global_orient/body_pose are not rotation matrices")
+    methods = {int(t.get("id", -1)): str(t.get("method", "unknown")) for t in meta.get("tracks", [])
+               if isinstance(t, dict)}
+    row_of = {int(tid): k for k, tid in enumerate(arrays["track_ids"])}
+    f = camera.focal_length
+    cx, cy = camera.principal_point
+    frames: list[list[PersonData]] = [[] for _ in range(T)]
+    rest_v = [arrays["track_rest_vertices"][k].astype(np.float64) for k in range(K)]
+    rest_j = [arrays["track_rest_joints"][k].astype(np.float64) for k in range(K)]
+    for i in range(N):
+        tid = int(arrays["person_index"][i])
+        if tid not in row_of:
+            raise ValueError(f"row {i}: person_index {tid} is not in track_ids")
+        k = row_of[tid]
+        joints = arrays["joints"][i].astype(np.float64)
+        z = np.where(np.abs(joints[:, 2]) > 1e-9, joints[:, 2], 1e-9)
+        frames[int(fi[i])].append(PersonData(
+            person_index=tid, rest_vertices=rest_v[k], rest_joints=rest_j[k],
+            global_orient=arrays["global_orient"][i].astype(np.float64),
+            body_pose=arrays["body_pose"][i].astype(np.float64), transl=arrays["transl"][i].astype(np.float64),
+            joints=joints, joints_2d=np.stack([f * joints[:, 0] / z + cx, f * joints[:, 1] / z + cy], -1),
+            betas=arrays["track_betas"][k].astype(np.float64), score=float(arrays["score"][i]),
+            method=methods.get(tid, "unknown")))
+    return frames
+
+
+def _check_version(name: str, meta: dict) -> None:
+    if meta.get("schema") != SCHEMA or meta.get("version") not in READ_VERSIONS:
+        raise ResultReadError(
+            f"{name}: schema {meta.get('schema')!r} version {meta.get('version')!r} is not "
+            f"supported; this add-on reads {SCHEMA!r} versions {', '.join(map(str, READ_VERSIONS))} "
+            "(update the add-on or re-export the result)")
+
+
+def _is_sequence_file(path: Path) -> bool:
+    """True when ``path`` is a readable result whose metadata says ``kind: "sequence"``."""
+    if path.suffix.lower() == ".json":
+        path = path.with_suffix(".npz")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta_json" not in z.files:
+                return False
+            meta = json.loads(str(z["meta_json"]))
+    except Exception:  # noqa: BLE001 - read_result reports unreadable files properly
+        return False
+    return isinstance(meta, dict) and meta.get("kind") == "sequence"
 
 
 def list_sequence(folder: str | os.PathLike) -> list[Path]:

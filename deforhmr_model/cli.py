@@ -3,7 +3,10 @@
 ``deforhmr infer INPUT... -o OUTDIR`` writes, per image ``<stem>``:
 ``<stem>.npz`` + ``<stem>.json`` (result file, see :mod:`deforhmr_model.files.result`),
 ``<stem>_person<k>.obj`` (one per person), ``<stem>.glb`` (all people, skinned, with
-armatures) and ``<stem>_overlay.png``. Every file is written to a temporary name
+armatures) and ``<stem>_overlay.png``. A video file (``.mp4``, ``.mov``, ``.webm``, ``.avi``,
+...), or the images of the inputs with ``--sequence``, is one sequence
+(:mod:`deforhmr_model.video.sequence`): ``<stem>.npz`` + ``.json`` (sequence result),
+``<stem>.glb`` (animated, one rig per track), ``<stem>_track<id>.bvh`` and ``<stem>_overlay.mp4``. Every file is written to a temporary name
 and renamed, so an interrupted run never leaves a partial file. Exit status: 0
 if at least one image produced output, 1 if none did, 2 for usage errors.
 """
@@ -19,7 +22,7 @@ from pathlib import Path
 from deforhmr_model.cli_errors import UsageError, guard
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-FORMATS = ("npz", "obj", "glb", "overlay")
+FORMATS = ("npz", "obj", "glb", "overlay", "bvh")  # obj: photos only; bvh: sequences only
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--fov", type=float, default=None, metavar="DEG",
                      help="camera field of view in degrees across the image's longer side (instead of --focal)")
     inf.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    inf.add_argument("--sequence", action="store_true",
+                     help="treat the input images (folders/globs, natural order) as the frames of one video")
+    inf.add_argument("--fps", type=float, default=None,
+                     help="frame rate of an image sequence (default 30), or override a video's")
+    inf.add_argument("--smooth", choices=("off", "light", "strong"), default="light",
+                     help="temporal smoothing of videos/sequences (default light)")
     inf.add_argument("-v", "--verbose", action="store_true")
     inf.set_defaults(func=guard(_cmd_infer, file_error_status=2))
 
@@ -175,13 +184,22 @@ def _cmd_infer(args) -> int:
         raise UsageError(f"--max-people {args.max_people}: must be 1 or more (leave it out for everybody)")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be 1 or more (leave it out for torch's default)")
+    if args.fps is not None and not args.fps > 0:
+        raise UsageError(f"--fps {args.fps}: must be a positive number of frames per second")
     boxes = _parse_boxes(args.boxes)
     out = Path(args.output)
     _check_output_dir(out)
     files, problems = expand_inputs(args.inputs)
     for msg in problems:
         print(f"skipped: {msg}", file=sys.stderr)
-    if not files:
+    from deforhmr_model.video.reader import is_video
+    videos = [f for f in files if is_video(f)]
+    files = [f for f in files if not is_video(f)]
+    sequences = [[v] for v in videos]
+    if args.sequence and files:
+        sequences.append([f for f in files if f.suffix.lower() in IMAGE_SUFFIXES])
+        files = []
+    if not files and not sequences:
         print("deforhmr: nothing to do: no input files", file=sys.stderr)
         return 1
 
@@ -208,6 +226,10 @@ def _cmd_infer(args) -> int:
 
     done, failed, empty = 0, len(problems), 0
     stems: set[str] = set()
+    for seq_inputs in sequences:
+        ok = _infer_sequence(pipe, seq_inputs, args, out, stems, formats)
+        done, failed = done + (ok is True), failed + (ok is False)
+        empty += ok is None
     for path in tqdm(files, desc="deforhmr", unit="img", disable=None):
         try:
             image = load_image(path)
@@ -236,9 +258,45 @@ def _cmd_infer(args) -> int:
         done += 1
         n = len(result.people)
         tqdm.write(f"{path}: {n} {'person' if n == 1 else 'people'} -> {', '.join(p.name for p in written)}")
-    print(f"deforhmr: {done} image(s) written to {out}, {empty} without people, {failed} failed",
+    what = "input(s)" if sequences else "image(s)"
+    print(f"deforhmr: {done} {what} written to {out}, {empty} without people, {failed} failed",
           file=sys.stderr)
     return 0 if done else 1
+
+
+def _infer_sequence(pipe, inputs: list[Path], args, out: Path, stems: set[str], formats) -> bool | None:
+    """One video or image sequence -> sequence outputs. True: written, None: no person, False: failed."""
+    from tqdm import tqdm
+
+    from deforhmr_model.video.reader import SequenceError, open_source
+    from deforhmr_model.video.sequence import SequenceConfig, recover_sequence, write_sequence_outputs
+    try:
+        source = open_source(inputs[0] if len(inputs) == 1 and not args.sequence else inputs, args.fps)
+    except SequenceError as e:
+        print(f"skipped: {e}", file=sys.stderr)
+        return False
+    bar = tqdm(total=source.num_frames or None, desc=source.name, unit="frame", disable=None)
+    try:
+        seq = recover_sequence(pipe, source, SequenceConfig(smoothing=args.smooth),
+                               progress=lambda f, n: (bar.update(1), bar.set_postfix(people=n)))
+    except SequenceError as e:
+        bar.close()
+        print(f"skipped: {e}", file=sys.stderr)
+        return False
+    bar.close()
+    if not seq.tracks:
+        print(f"no person found: {source.name}", file=sys.stderr)
+        return None
+    stem = _unique_stem(source.name, stems)
+    try:
+        written = write_sequence_outputs(seq, source, pipe.body, out, stem, formats)
+    except (OSError, SequenceError) as e:
+        print(f"failed to write outputs for {source.name}: {e}", file=sys.stderr)
+        return False
+    ids = ", ".join(f"{t.track_id} ({len(t.frames)} frames)" for t in seq.tracks)
+    print(f"{source.name}: {seq.num_frames} frames, tracks {ids} -> {', '.join(p.name for p in written)}",
+          file=sys.stderr)
+    return True
 
 
 def _unique_stem(stem: str, used: set[str]) -> str:
@@ -256,7 +314,7 @@ def write_outputs(result, image, out: Path, stem: str, formats) -> list[Path]:
     from deforhmr_model.files.output_set import write_output_set
 
     def write(folder: Path) -> list[Path]:
-        written = export_result(result, folder, stem, [f for f in formats if f != "overlay"])
+        written = export_result(result, folder, stem, [f for f in formats if f not in ("overlay", "bvh")])
         if "overlay" in formats:
             from deforhmr_model.files.image_io import save_png
             from deforhmr_model.files.render import render_overlay

@@ -16,6 +16,7 @@ from .pose import KeypointsToPoseKeypoint
 from .recover import RecoverHumanMesh, RefineWith2DPose
 from .render import RenderHumanMesh
 from .save import SaveHumanMesh
+from .sequence import RecoverHumanMotion, SaveHumanMotion
 
 # node id -> (class, display name); ids are prefixed so they never collide with other packs.
 _NODES = {
@@ -28,6 +29,8 @@ _NODES = {
     "DeforHMRToMESH": (HumanMeshToMESH, "Human Mesh to MESH"),
     "DeforHMRToPoseKeypoint": (KeypointsToPoseKeypoint, "Keypoints to POSE_KEYPOINT"),
     "DeforHMRAttention": (AttentionMap, "Attention Map (DeforHMR)"),
+    "DeforHMRRecoverMotion": (RecoverHumanMotion, "Recover Human Motion (video)"),
+    "DeforHMRSaveMotion": (SaveHumanMotion, "Save Human Motion (animated GLB, BVH)"),
 }
 
 

@@ -6,6 +6,7 @@ socket type        Python value
 DEFORHMR_MODEL     :class:`ModelHandle` (pipeline + ComfyUI model patcher)
 DEFORHMR_PEOPLE    :class:`PeopleBatch` (per frame: boxes + 2D keypoints)
 DEFORHMR_RESULTS   ``list[deforhmr_model.files.result.ImageResult]``, one per frame
+DEFORHMR_SEQUENCE  ``deforhmr_model.files.result.SequenceResult`` (tracked people of a video)
 BOUNDING_BOX       ComfyUI core boxes: ``{"x","y","width","height"}`` px dicts;
                    one dict, a list (every frame) or a list of lists (per frame)
 POSE_KEYPOINT      OpenPose JSON dicts, one per frame (see ``nodes/pose.py``)
@@ -20,6 +21,7 @@ from typing import Any
 MODEL = "DEFORHMR_MODEL"
 PEOPLE = "DEFORHMR_PEOPLE"
 RESULTS = "DEFORHMR_RESULTS"
+SEQUENCE = "DEFORHMR_SEQUENCE"
 BOUNDING_BOX = "BOUNDING_BOX"
 POSE_KEYPOINT = "POSE_KEYPOINT"
 MESH = "MESH"

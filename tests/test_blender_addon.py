@@ -188,8 +188,8 @@ def results(tmp_path_factory) -> dict:
         "truncated": (str(bad / "truncated.npz"), "truncated or corrupt"),
         "not_a_zip": (str(bad / "text.npz"), "not a readable result file"),
         "missing_file": (str(bad / "nope.npz"), "file not found"),
-        "wrong_version": (write("v2.npz", {**data, "meta_json": np.array(json.dumps(
-            {**meta, "version": 2}))}), "version 2 is not supported"),
+        "wrong_version": (write("v3.npz", {**data, "meta_json": np.array(json.dumps(
+            {**meta, "version": 3}))}), "version 3 is not supported"),
         "wrong_schema": (write("other.npz", {**data, "meta_json": np.array(json.dumps(
             {**meta, "schema": "other"}))}), "is not supported"),
         "missing_arrays": (write("noweights.npz", {k: v for k, v in data.items()

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 API = REPO / "example_workflows" / "api"
 UI = REPO / "example_workflows"
 NODE_IDS = {"DeforHMRLoadModel", "DeforHMRDetectPeople", "DeforHMRRecover", "DeforHMRRefine", "DeforHMRRender",
-            "DeforHMRSave", "DeforHMRToMESH", "DeforHMRToPoseKeypoint", "DeforHMRAttention"}
+            "DeforHMRSave", "DeforHMRToMESH", "DeforHMRToPoseKeypoint", "DeforHMRAttention",
+            "DeforHMRRecoverMotion", "DeforHMRSaveMotion"}
 FIT = "none (fit to keypoints)"
 BODY_AUTO = "auto (SMPL neutral if installed, else open body)"
 
@@ -607,3 +608,57 @@ def test_example_workflows_use_current_core_nodes_and_name_their_photos_in_the_r
             if node["class_type"] == "LoadImage":
                 assert node["inputs"]["image"] in readme, (wf.name, node["inputs"]["image"])
     assert "images.cocodataset.org/val2017" in readme
+
+
+def test_image_batch_as_a_video_gives_an_animated_glb_bvh_and_track_ids(pack, photo_inputs, photos, tmp_path):
+    """Three PoseTrack frames batched with core ImageBatch -> Recover Human Motion -> Save Human
+    Motion (animated GLB + BVH + sequence file, ui "3d" like core Save 3D Model) -> Preview 3D,
+    and the per-frame results into Render Human Mesh."""
+    import pygltflib
+
+    from deforhmr_model.files.result import load_sequence
+    module, core = pack
+    folder = photos / "posetrack18" / "videos" / "000001_mpiinew_test"
+    for i in range(3):
+        link = photo_inputs / f"posetrack_{i:06}.jpg"
+        if not link.exists():
+            link.symlink_to(folder / f"{i:06}.jpg")
+    cr.set_output_dir(tmp_path)
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "posetrack_000000.jpg"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "posetrack_000001.jpg"}},
+        "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "posetrack_000002.jpg"}},
+        "5": {"class_type": "ImageBatch", "inputs": {"image1": ["3", 0], "image2": ["4", 0]}},
+        "6": {"class_type": "DeforHMRLoadModel", "inputs": {"checkpoint": FIT, "body_model": BODY_AUTO,
+                                                             "device": "cpu", "precision": "auto"}},
+        "7": {"class_type": "DeforHMRRecoverMotion", "inputs": {"model": ["6", 0], "image": ["5", 0], "fps": 30.0,
+                                                                 "smoothing": "light", "detect_every": 0.0}},
+        "8": {"class_type": "DeforHMRSaveMotion", "inputs": {"sequence": ["7", 0], "filename_prefix": "deforhmr/motion",
+                                                              "format": "glb + bvh + result"}},
+        "9": {"class_type": "Preview3D", "inputs": {"model_file": ["8", 0]}},
+        "10": {"class_type": "DeforHMRRender", "inputs": {"image": ["5", 0], "results": ["7", 1], "alpha": 0.8,
+                                                           "view": "camera"}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "deforhmr/motion_overlay"}},
+    }
+    done = cr.PromptRunner({**core, **module.NODE_CLASS_MAPPINGS}).run(graph)
+    seq, results = done["7"]["outputs"]
+    assert seq.num_frames == 3 and seq.fps == 30.0 and len(results) == 3
+    ids = [t.track_id for t in seq.tracks]
+    assert len(ids) >= 2 and len(seq.tracks[0].frames) == 3 and len(seq.tracks[1].frames) >= 2
+    for i, r in enumerate(results):   # person_index is the track id in every frame
+        assert sorted(p.person_index for p in r.people) == [t.track_id for t in seq.tracks if i in t.frames]
+    model_file = done["8"]["outputs"][0]
+    ui = done["8"]["ui"]
+    assert model_file.endswith(".glb") and [m["filename"] for m in ui["3d"]] == [Path(model_file).name]
+    assert ui["3d"][0]["type"] == "output" and ui["3d"][0]["subfolder"] == "deforhmr"
+    doc = pygltflib.GLTF2().load_binary(str(tmp_path / model_file))
+    partial = sum(len(t.frames) < seq.num_frames for t in seq.tracks)   # hidden by a STEP scale channel
+    assert len(doc.animations) == 1 and len(doc.animations[0].channels) == 25 * len(ids) + partial
+    assert sum(c.target.path == "scale" for c in doc.animations[0].channels) == partial
+    assert sorted(p.name for p in (tmp_path / "deforhmr").glob("*.bvh")) == \
+        [f"motion_00001__track{i}.bvh" for i in ids]
+    assert len(load_sequence(tmp_path / "deforhmr" / "motion_00001_.npz").tracks) == len(ids)
+    assert done["9"]["ui"]["result"][0] == model_file
+    overlay = done["10"]["outputs"][0]
+    assert overlay.shape[0] == 3 and len(done["11"]["ui"]["images"]) == 3

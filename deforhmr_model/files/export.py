@@ -1,4 +1,5 @@
-"""Exporters: posed OBJ per person, one skinned GLB for all people, and the npz/json result.
+"""Exporters: posed OBJ per person, one skinned GLB for all people, and the npz/json result;
+for a video, one animated skinned GLB for all tracks (:func:`export_animated_glb`).
 
 Frame conversion (done here once, for every exported mesh file)
 ---------------------------------------------------------------
@@ -37,6 +38,17 @@ result in the Y-up frame, except for SMPL's pose-corrective blend shapes
 mm for SMPL), and for weights beyond the kept 8 (or 4) per vertex. Faces and
 joint/weight sets are shared by all people; positions and normals are per
 person (their betas differ).
+
+Animated GLB (a :class:`~deforhmr_model.files.result.SequenceResult`)
+--------------------------------------------------------------------
+The same layout with one rig per track (``p{id}``, id = track id, posed as in the
+track's first frame) plus one animation ``deforhmr`` holding, per track, a LINEAR
+``rotation`` channel for each of the 24 joint nodes (``global_orient`` for the pelvis,
+``body_pose`` for the others, unit quaternions sign-continuous over time), a LINEAR
+``translation`` channel on the armature root (``C @ transl``), keyed at the frame times
+of the video (seconds from the first frame) where the track was seen; and, for a track
+absent from some frames, a STEP ``scale`` channel on the root (1 where seen, 0 elsewhere)
+so that the person is hidden while not tracked.
 """
 from __future__ import annotations
 
@@ -51,7 +63,7 @@ from deforhmr_model.files.atomic import atomic_write
 from deforhmr_model.files.result import ImageResult, save_result
 
 __all__ = ["export_obj", "export_glb", "export_result", "ExportError", "to_y_up", "Y_UP",
-           "EXPORT_FORMATS"]
+           "EXPORT_FORMATS", "export_animated_glb"]
 
 Y_UP = np.diag([1.0, -1.0, -1.0])  # OpenCV camera frame -> Y-up (glTF/OBJ) frame
 EXPORT_FORMATS = ("npz", "obj", "glb")
@@ -149,8 +161,9 @@ def export_result(result: ImageResult, folder: str | os.PathLike, stem: str,
 # ----------------------------------------------------------------------------- glTF building
 
 def build_glb(result: ImageResult, colors: Sequence[Sequence[float]] | None = None,
-              max_influences: int = 8):
-    """The :class:`pygltflib.GLTF2` document of :func:`export_glb` (binary blob attached)."""
+              max_influences: int = 8, animate=None):
+    """The :class:`pygltflib.GLTF2` document of :func:`export_glb` (binary blob attached);
+    ``animate(doc, blob)``, if given, adds animations before the buffer is closed."""
     import pygltflib as g
     from deforhmr_model import __version__
     from deforhmr_model.files.render import person_colors
@@ -181,8 +194,87 @@ def build_glb(result: ImageResult, colors: Sequence[Sequence[float]] | None = No
                                    index_acc, skin_attrs)
     doc.scenes.append(g.Scene(name="deforhmr", nodes=scene_nodes))
     doc.scene = 0
+    if animate is not None:
+        animate(doc, blob)
     blob.finish()
     return doc
+
+
+def export_animated_glb(seq, path: str | os.PathLike, colors: Sequence[Sequence[float]] | None = None,
+                        max_influences: int = 8) -> Path:
+    """Write a :class:`~deforhmr_model.files.result.SequenceResult` as one GLB: a skinned,
+    animated SMPL rig per track (module docstring, "Animated GLB").
+
+    Args:
+        seq: the tracks (needs at least one track with one frame).
+        path: output ``.glb`` (written atomically).
+        colors: one RGB colour per track id (index = track id); default the renderer's colours.
+        max_influences: as :func:`export_glb`.
+    Returns:
+        ``path``.
+    Raises:
+        ExportError: no tracks, or inconsistent arrays. OSError: folder not writable.
+    """
+    glb = _glb_bytes(build_animated_glb(seq, colors, max_influences))
+    return atomic_write(Path(path), lambda f: f.write(glb))
+
+
+def build_animated_glb(seq, colors=None, max_influences: int = 8):
+    """The :class:`pygltflib.GLTF2` document of :func:`export_animated_glb`."""
+    from types import SimpleNamespace
+
+    from deforhmr_model.files.render import person_colors
+    tracks = [t for t in seq.tracks if len(t.frames)]
+    if not tracks:
+        raise ExportError("the sequence has no tracked person; nothing to animate")
+    rigs = [SimpleNamespace(  # the rig's rest state: the track's first frame
+        person_index=int(t.track_id), rest_vertices=t.rest_vertices, rest_joints=t.rest_joints,
+        global_orient=t.global_orient[0], body_pose=t.body_pose[0], transl=t.transl[0],
+        score=float(np.mean(t.score)), method=t.method, betas=t.betas) for t in tracks]
+    stand_in = SimpleNamespace(people=rigs, faces=seq.faces, lbs_weights=seq.lbs_weights,
+                               parents=seq.parents, joint_names=seq.joint_names,
+                               image_size=seq.image_size, focal_length=seq.focal_length)
+    n_ids = max(t.track_id for t in tracks) + 1
+    palette = list(colors) if colors is not None else person_colors(n_ids)
+    if len(palette) < n_ids:
+        raise ExportError(f"colors: need one per track id (0..{n_ids - 1}), got {len(palette)}")
+    cols = [palette[t.track_id] for t in tracks]
+    times_all = np.asarray(seq.frame_times, np.float64)
+
+    def animate(doc, blob):
+        import pygltflib as g
+        anim = g.Animation(name="deforhmr", channels=[], samplers=[])
+        J = len(seq.joint_names)
+
+        def channel(node, path, times_acc, values, type_, interp="LINEAR"):
+            out = blob.add(np.ascontiguousarray(values, np.float32), type_, None)
+            anim.samplers.append(g.AnimationSampler(input=times_acc, output=out, interpolation=interp))
+            anim.channels.append(g.AnimationChannel(sampler=len(anim.samplers) - 1,
+                                                    target=g.AnimationChannelTarget(node=node, path=path)))
+
+        names = [n.name for n in doc.nodes]
+        for t in tracks:
+            root = names.index(f"p{t.track_id}")
+            first = root + 1   # joint nodes follow the root (_add_person)
+            times = times_all[t.frames].astype(np.float32)
+            t_acc = blob.add(times, "SCALAR", None, minmax=True)
+            R = np.concatenate([np.asarray(t.global_orient)[:, None], np.asarray(t.body_pose)], 1)  # (N,24,3,3)
+            q = _quat_xyzw(R.reshape(-1, 3, 3)).reshape(len(times), J, 4)
+            for i in range(1, len(q)):   # sign continuity: q and -q are the same rotation
+                flip = (q[i] * q[i - 1]).sum(-1) < 0
+                q[i, flip] *= -1
+            for j in range(J):
+                channel(first + j, "rotation", t_acc, q[:, j], "VEC4")
+            channel(root, "translation", t_acc, to_y_up(np.asarray(t.transl, np.float64)), "VEC3")
+            seen = np.zeros(len(times_all), bool)
+            seen[t.frames] = True
+            if not seen.all():
+                s_acc = blob.add(times_all.astype(np.float32), "SCALAR", None, minmax=True)
+                scale = np.repeat(seen.astype(np.float32)[:, None], 3, 1)
+                channel(root, "scale", s_acc, scale, "VEC3", "STEP")
+        doc.animations.append(anim)
+
+    return build_glb(stand_in, cols, max_influences, animate=animate)
 
 
 def _add_person(doc, blob, person, color, names, parents, faces, index_acc,

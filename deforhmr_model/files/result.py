@@ -15,8 +15,12 @@ Frames and units
 * ``global_orient`` rotates the body frame into the camera frame about the root
   joint; ``vertices = LBS(rest, pose) + transl`` are camera-frame coordinates.
 
-On disk (schema ``deforhmr.result`` version 1)
-----------------------------------------------
+On disk (schema ``deforhmr.result`` version 2; version 1 files are still read)
+------------------------------------------------------------------------------
+Version 2 adds ``"kind"`` to the metadata: ``"image"`` (this section; the arrays are
+exactly version 1's, and a file without ``kind`` is an image result) or ``"sequence"``
+(:class:`SequenceResult`, tracked people over video frames; see :func:`save_sequence`).
+
 ``<stem>.npz`` holds every array below plus ``meta_json`` (a 0-d unicode
 array with the metadata JSON); ``<stem>.json`` is the same metadata as a
 readable sidecar. The npz alone is sufficient to rebuild the skinned bodies
@@ -79,7 +83,8 @@ import numpy as np
 from deforhmr_model.files.atomic import atomic_write
 
 SCHEMA = "deforhmr.result"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READ_VERSIONS = (1, 2)   # versions :func:`load_result` / :func:`load_sequence` read
 
 PERSON_ARRAYS = (
     "betas", "global_orient", "body_pose", "global_orient_aa", "body_pose_aa", "transl",
@@ -149,6 +154,7 @@ class ImageResult:
         return {
             "schema": SCHEMA,
             "version": SCHEMA_VERSION,
+            "kind": "image",
             "created_by": f"deforhmr {__version__}",
             "units": {"length": "metres", "angle": "radians", "image": "pixels"},
             "image": {"path": self.image_path, "width": int(W), "height": int(H)},
@@ -220,24 +226,8 @@ def load_result(path: str | os.PathLike) -> ImageResult:
     Raises:
         ResultFileError: missing file, not a result file, or an unknown schema version.
     """
-    path = Path(path)
-    if path.suffix == ".json":
-        path = path.with_suffix(".npz")
-    if not path.is_file():
-        raise ResultFileError(f"result file not found: {path}")
-    from deforhmr_model.files.npz import ObjectEntry, read_npz
-    try:
-        data = read_npz(path)                      # sizes checked from the headers before reading
-        objects = [k for k, v in data.items() if isinstance(v, ObjectEntry)]
-        if objects:
-            raise ValueError(f"arrays {objects} are pickled Python objects, which are not read")
-        meta = json.loads(str(data.pop("meta_json")))
-    except Exception as e:  # zip/JSON/pickle errors all mean "not a result file"
-        raise ResultFileError(f"{path}: not a readable deforhmr result file ({e})") from None
-    if meta.get("schema") != SCHEMA or meta.get("version") != SCHEMA_VERSION:
-        raise ResultFileError(
-            f"{path}: schema {meta.get('schema')!r} version {meta.get('version')!r}; "
-            f"this reader understands {SCHEMA!r} version {SCHEMA_VERSION}")
+    path, data, meta = _load_npz(path)
+    _check_schema(path, meta, "image")
     missing = [k for k in (*BODY_ARRAYS, *PERSON_ARRAYS) if k not in data]
     if missing:
         raise ResultFileError(f"{path}: missing arrays {missing}")
@@ -263,6 +253,223 @@ def load_result(path: str | os.PathLike) -> ImageResult:
         joint_names=meta["body_model"]["joint_names"], body_model=bm,
         image_path=meta["image"]["path"], model=meta.get("model", {}),
         focal_source=str(cam.get("focal_source", "unknown")), ground_plane=_ground_plane(meta.get("ground_plane")))
+
+
+def _load_npz(path: str | os.PathLike) -> tuple[Path, dict[str, np.ndarray], dict]:
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.with_suffix(".npz")
+    if not path.is_file():
+        raise ResultFileError(f"result file not found: {path}")
+    from deforhmr_model.files.npz import ObjectEntry, read_npz
+    try:
+        data = read_npz(path)                      # sizes checked from the headers before reading
+        objects = [k for k, v in data.items() if isinstance(v, ObjectEntry)]
+        if objects:
+            raise ValueError(f"arrays {objects} are pickled Python objects, which are not read")
+        meta = json.loads(str(data.pop("meta_json")))
+    except Exception as e:  # zip/JSON/pickle errors all mean "not a result file"
+        raise ResultFileError(f"{path}: not a readable deforhmr result file ({e})") from None
+    return path, data, meta
+
+
+def result_kind(meta: dict) -> str:
+    """``"image"`` or ``"sequence"`` for a result file's metadata (version 1: always image)."""
+    return str(meta.get("kind", "image"))
+
+
+def _check_schema(path, meta: dict, kind: str) -> None:
+    if meta.get("schema") != SCHEMA or meta.get("version") not in READ_VERSIONS:
+        raise ResultFileError(
+            f"{path}: schema {meta.get('schema')!r} version {meta.get('version')!r}; "
+            f"this reader understands {SCHEMA!r} versions {', '.join(map(str, READ_VERSIONS))}")
+    if result_kind(meta) != kind:
+        other = "load_sequence" if result_kind(meta) == "sequence" else "load_result"
+        raise ResultFileError(f"{path}: this is a {result_kind(meta)} result, not {'an image' if kind == 'image' else 'a sequence'} result; read it with {other}")
+
+
+# ----------------------------------------------------------------------------- sequences
+TRACK_ROW_ARRAYS = ("frame_index", "person_index", "global_orient", "body_pose", "global_orient_aa",
+                    "body_pose_aa", "transl", "joints", "keypoints_2d", "bbox", "score")
+TRACK_ARRAYS = ("track_ids", "track_betas", "track_rest_vertices", "track_rest_joints")
+MAX_SEQUENCE_ROWS = 10_000_000   # frames x people a sequence file may hold (size check before use)
+
+
+@dataclass
+class TrackResult:
+    """One tracked person over the frames it was seen in (N frames, sorted).
+
+    ``track_id`` is the person's id (``person_index`` of its frames); ``frames`` (N,) int32
+    frame indices into :attr:`SequenceResult.frame_times`; ``betas`` (10,) one shape for the
+    whole track; ``rest_vertices`` (V, 3) / ``rest_joints`` (24, 3) its T-pose (body frame);
+    per frame: ``global_orient`` (N, 3, 3), ``body_pose`` (N, 23, 3, 3), ``transl`` (N, 3)
+    metres (camera frame), ``joints`` (N, 24, 3) posed joints (camera frame, metres),
+    ``keypoints_2d`` (N, 17, 3) COCO-17 detections (px, confidence), ``bbox`` (N, 4) xyxy px,
+    ``score`` (N,). All float32 unless stated."""
+
+    track_id: int
+    frames: np.ndarray
+    betas: np.ndarray
+    rest_vertices: np.ndarray
+    rest_joints: np.ndarray
+    global_orient: np.ndarray
+    body_pose: np.ndarray
+    transl: np.ndarray
+    joints: np.ndarray
+    keypoints_2d: np.ndarray
+    bbox: np.ndarray
+    score: np.ndarray
+    method: str = "fit"
+
+
+@dataclass
+class SequenceResult:
+    """Tracked people over the frames of a video or image sequence.
+
+    ``frame_times`` (T,) float64 seconds from the first frame (from the video's timestamps);
+    ``fps`` the source's nominal frame rate; camera and body model as :class:`ImageResult`
+    (one camera for the whole clip); ``tracks`` sorted by id; ``smoothing`` the temporal
+    smoothing applied (``off``/``light``/``strong``); ``source`` the video or folder path.
+
+    On disk (``kind: "sequence"``): per track ``track_ids`` (K,) int32, ``track_betas``
+    (K, 10), ``track_rest_vertices`` (K, V, 3), ``track_rest_joints`` (K, 24, 3); one row per
+    (track, frame) sorted by track then frame: ``frame_index``, ``person_index`` (= track
+    id) (N,) int32 and the per-frame arrays of :class:`TrackResult` (plus ``*_aa``
+    axis-angle forms); ``frame_times`` (T,) float64; ``faces``, ``lbs_weights``, ``parents``.
+    """
+
+    frame_times: np.ndarray
+    fps: float
+    image_size: tuple[int, int]
+    focal_length: float
+    principal_point: tuple[float, float]
+    faces: np.ndarray
+    lbs_weights: np.ndarray
+    parents: np.ndarray
+    joint_names: list[str]
+    body_model: dict[str, Any]
+    tracks: list[TrackResult]
+    source: str | None = None
+    smoothing: str = "off"
+    model: dict[str, Any] = field(default_factory=dict)
+    focal_source: str = "unknown"   # as ImageResult.focal_source
+
+    @property
+    def num_frames(self) -> int:
+        return int(len(self.frame_times))
+
+    def metadata(self) -> dict[str, Any]:
+        from deforhmr_model import __version__
+        W, H = self.image_size
+        return {
+            "schema": SCHEMA, "version": SCHEMA_VERSION, "kind": "sequence",
+            "created_by": f"deforhmr {__version__}",
+            "units": {"length": "metres", "angle": "radians", "image": "pixels", "time": "seconds"},
+            "source": {"path": self.source, "width": int(W), "height": int(H), "fps": float(self.fps),
+                       "num_frames": self.num_frames},
+            "camera": {
+                "model": "pinhole", "frame": "opencv (x right, y down, z forward)",
+                "focal_length": [float(self.focal_length)] * 2,
+                "principal_point": [float(c) for c in self.principal_point],
+                "focal_source": self.focal_source,
+            },
+            "body_model": {**self.body_model, "num_vertices": int(self.lbs_weights.shape[0]),
+                           "num_joints": int(self.parents.shape[0]),
+                           "joint_names": list(self.joint_names),
+                           "parents": [int(p) for p in self.parents]},
+            "model": self.model,
+            "smoothing": self.smoothing,
+            "tracks": [{"id": int(t.track_id), "method": t.method, "num_frames": int(len(t.frames)),
+                        "first_frame": int(t.frames[0]) if len(t.frames) else -1,
+                        "last_frame": int(t.frames[-1]) if len(t.frames) else -1,
+                        "betas": [float(b) for b in t.betas]} for t in self.tracks],
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        V, J = self.lbs_weights.shape
+        out: dict[str, np.ndarray] = {
+            "faces": self.faces.astype(np.int32), "lbs_weights": self.lbs_weights.astype(np.float32),
+            "parents": self.parents.astype(np.int32),
+            "frame_times": np.asarray(self.frame_times, np.float64),
+            "track_ids": np.array([t.track_id for t in self.tracks], np.int32),
+        }
+        for key, attr, shape in (("track_betas", "betas", (10,)), ("track_rest_vertices", "rest_vertices", (V, 3)),
+                                 ("track_rest_joints", "rest_joints", (J, 3))):
+            vals = [np.asarray(getattr(t, attr), np.float32) for t in self.tracks]
+            out[key] = np.stack(vals) if vals else np.zeros((0, *shape), np.float32)
+        rows = {k: [] for k in TRACK_ROW_ARRAYS}
+        for t in self.tracks:
+            n = len(t.frames)
+            rows["frame_index"].append(np.asarray(t.frames, np.int32))
+            rows["person_index"].append(np.full(n, t.track_id, np.int32))
+            for k in ("global_orient", "body_pose", "transl", "joints", "keypoints_2d", "bbox", "score"):
+                rows[k].append(np.asarray(getattr(t, k), np.float32))
+            rows["global_orient_aa"].append(_rotmat_to_aa(np.asarray(t.global_orient)).reshape(n, 3))
+            rows["body_pose_aa"].append(_rotmat_to_aa(np.asarray(t.body_pose)).reshape(n, J - 1, 3))
+        empty = {"frame_index": (), "person_index": (), "global_orient": (3, 3), "body_pose": (J - 1, 3, 3),
+                 "global_orient_aa": (3,), "body_pose_aa": (J - 1, 3), "transl": (3,), "joints": (J, 3),
+                 "keypoints_2d": (17, 3), "bbox": (4,), "score": ()}
+        for k, vals in rows.items():
+            dtype = np.int32 if k in ("frame_index", "person_index") else np.float32
+            out[k] = np.concatenate(vals).astype(dtype) if vals else np.zeros((0, *empty[k]), dtype)
+        return out
+
+
+def save_sequence(seq: SequenceResult, stem: str | os.PathLike) -> tuple[Path, Path]:
+    """Write a sequence result as ``<stem>.npz`` + ``<stem>.json`` (atomically, as
+    :func:`save_result`). Returns (npz_path, json_path); raises OSError if not writable."""
+    stem = Path(stem)
+    text = json.dumps(seq.metadata(), indent=1)
+    npz_path, json_path = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+    arrays = seq.arrays()
+    arrays["meta_json"] = np.array(text)
+    atomic_write(npz_path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(json_path, lambda f: f.write(text.encode()))
+    return npz_path, json_path
+
+
+def load_sequence(path: str | os.PathLike) -> SequenceResult:
+    """Read a sequence result written by :func:`save_sequence`.
+
+    Raises:
+        ResultFileError: missing/unreadable file, an image result, an unknown version,
+            or arrays whose shapes disagree.
+    """
+    path, data, meta = _load_npz(path)
+    _check_schema(path, meta, "sequence")
+    missing = [k for k in (*BODY_ARRAYS, *TRACK_ARRAYS, *TRACK_ROW_ARRAYS, "frame_times") if k not in data]
+    if missing:
+        raise ResultFileError(f"{path}: missing arrays {missing}")
+    N, K = len(data["frame_index"]), len(data["track_ids"])
+    V, J = data["lbs_weights"].shape if data["lbs_weights"].ndim == 2 else (0, 0)
+    shapes = {"person_index": (N,), "global_orient": (N, 3, 3), "body_pose": (N, J - 1, 3, 3), "transl": (N, 3),
+              "joints": (N, J, 3), "keypoints_2d": (N, 17, 3), "bbox": (N, 4), "score": (N,),
+              "track_betas": (K, data["track_betas"].shape[-1]), "track_rest_vertices": (K, V, 3),
+              "track_rest_joints": (K, J, 3)}
+    bad = [k for k, s in shapes.items() if data[k].shape != s]
+    T = len(data["frame_times"])
+    if N > MAX_SEQUENCE_ROWS or bad or (N and not (0 <= data["frame_index"].min() and data["frame_index"].max() < T)):
+        raise ResultFileError(f"{path}: inconsistent sequence arrays {bad or ['frame_index']}")
+    info = {int(t["id"]): t for t in meta.get("tracks", [])}
+    tracks = []
+    for k, tid in enumerate(data["track_ids"]):
+        m = data["person_index"] == tid
+        tracks.append(TrackResult(
+            track_id=int(tid), frames=data["frame_index"][m], betas=data["track_betas"][k],
+            rest_vertices=data["track_rest_vertices"][k], rest_joints=data["track_rest_joints"][k],
+            **{key: data[key][m] for key in ("global_orient", "body_pose", "transl", "joints", "keypoints_2d",
+                                             "bbox", "score")},
+            method=info.get(int(tid), {}).get("method", "unknown")))
+    bm = {k: v for k, v in meta["body_model"].items()
+          if k not in ("num_vertices", "num_joints", "joint_names", "parents")}
+    cam, src = meta["camera"], meta["source"]
+    return SequenceResult(
+        frame_times=data["frame_times"], fps=float(src["fps"]), image_size=(src["width"], src["height"]),
+        focal_length=float(cam["focal_length"][0]), principal_point=tuple(cam["principal_point"]),
+        faces=data["faces"], lbs_weights=data["lbs_weights"], parents=data["parents"],
+        joint_names=meta["body_model"]["joint_names"], body_model=bm, tracks=tracks,
+        source=src.get("path"), smoothing=meta.get("smoothing", "off"), model=meta.get("model", {}),
+        focal_source=str(cam.get("focal_source", "unknown")))
 
 
 def _ground_plane(gp) -> dict[str, Any] | None:

@@ -73,6 +73,7 @@ class FitConfig:
     w_depth: float = 0.1        # stay near the initial depth (scale/depth ambiguity)
     sigma_start: float = 0.5    # robust-loss scale, fraction of the box size
     sigma_end: float = 0.1
+    iters_warm: int = 30        # warm start (video: from the same person's previous frame)
 
 
 @dataclass
@@ -200,7 +201,8 @@ def joint_prior_weights(conf: torch.Tensor | None = None) -> torch.Tensor:
 
 def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_length: float,
                      principal_point: tuple[float, float], init: FitInit | None = None,
-                     config: FitConfig | None = None, extra_keypoints=None) -> FitResult:
+                     config: FitConfig | None = None, extra_keypoints=None,
+                     warm_start: bool = False) -> FitResult:
     """Fit bodies to 2D keypoints, batched over people.
 
     Args:
@@ -214,6 +216,9 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
         extra_keypoints: optional (P,6,3) heels, toes and hands (:data:`EXTRA_NAMES`, x px, y px,
             confidence), e.g. :func:`extremity_keypoints` of BlazePose's 33 landmarks; they
             orient the feet and hands. None: not used.
+        warm_start: ``init`` is the same person's fit in the previous video frame: run
+            ``config.iters_warm`` iterations, keep ``init.betas`` fixed (one shape per track)
+            and hold the pose towards ``init`` (the refinement prior, a temporal term).
     Returns:
         :class:`FitResult` (float32, CPU).
     Raises:
@@ -224,6 +229,8 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
     box_np = np.asarray(bboxes, dtype=np.float32)
     if kp_np.ndim != 3 or kp_np.shape[1:] != (17, 3):
         raise ValueError(f"keypoints must be (P,17,3) COCO-17 (x, y, conf); got {kp_np.shape}")
+    if warm_start and init is None:
+        raise ValueError("warm_start needs init (the previous frame's parameters)")
     if box_np.shape != (kp_np.shape[0], 4):
         raise ValueError(f"bboxes must be (P,4) xyxy px; got {box_np.shape}")
     P = kp_np.shape[0]
@@ -246,7 +253,7 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
                                  (init.global_orient, init.body_pose, init.betas, init.transl)))
             params, nh = _run(KeypointBody(data), cfg, torch.from_numpy(kp_np.copy()),
                               torch.from_numpy(box_np.copy()), focal_length,
-                              torch.tensor(principal_point, dtype=torch.float32), init)
+                              torch.tensor(principal_point, dtype=torch.float32), init, warm_start)
     finally:
         torch.set_num_threads(threads)
     go_f, pose_f, betas_f, transl_f, err, energy = params
@@ -258,7 +265,7 @@ def fit_to_keypoints(data, keypoints: torch.Tensor, bboxes: torch.Tensor, focal_
     return FitResult(go_f, axis_angle_to_rotmat(pose_f), betas_f, transl_f, err, hyp)
 
 
-def _run(body, cfg, kp, box, focal_length, pp, init):
+def _run(body, cfg, kp, box, focal_length, pp, init, warm_start=False):
     P = kp.shape[0]
     conf = kp[..., 2] * (kp[..., 2] >= cfg.min_confidence)
     scale = (box[:, 2:] - box[:, :2]).max(-1).values.clamp(min=8.0)
@@ -275,14 +282,14 @@ def _run(body, cfg, kp, box, focal_length, pp, init):
         pose0 = rotmat_to_axis_angle(init.body_pose.reshape(P, 23, 3, 3))
         betas0 = init.betas.reshape(P, -1)[:, :body.num_betas]
     params = _optimise(body, cfg, go, pose0, betas0, transl, kp, conf, scale,
-                       focal_length, pp, refine=init is not None)
+                       focal_length, pp, refine=init is not None, warm=warm_start)
     return params, nh
 
 
-def _optimise(body, cfg, go, pose0, betas0, transl0, kp, conf, scale, focal, pp, refine):
+def _optimise(body, cfg, go, pose0, betas0, transl0, kp, conf, scale, focal, pp, refine, warm=False):
     rot6d = rotmat_to_rot6d(go).clone().requires_grad_(True)
     pose = pose0.clone().requires_grad_(True)
-    betas = betas0.clone().requires_grad_(True)
+    betas = betas0.clone().requires_grad_(not warm)  # warm start: the track's shape stays fixed
     transl = transl0.clone().requires_grad_(True)
     prior_mean = pose0.detach()
     z0 = transl0[:, 2].detach()
@@ -311,8 +318,8 @@ def _optimise(body, cfg, go, pose0, betas0, transl0, kp, conf, scale, focal, pp,
             e, _ = energy(cfg.sigma_start, torso + 0.2 * kw * (torso == 0), False)
             e.sum().backward()
             opt.step()
-    opt = torch.optim.Adam([rot6d, pose, betas, transl], lr=cfg.lr_full)
-    n = cfg.iters_full
+    opt = torch.optim.Adam([rot6d, pose, transl] + ([] if warm else [betas]), lr=cfg.lr_full)
+    n = cfg.iters_warm if warm else cfg.iters_full
     for i in range(n):
         sigma = cfg.sigma_start * (cfg.sigma_end / cfg.sigma_start) ** min(1.0, i / (0.6 * n))
         opt.zero_grad()

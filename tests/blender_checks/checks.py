@@ -1,7 +1,7 @@
 """Checks run by ``.venv-blender/bin/python`` (real bpy): import results with the add-on,
 measure the scene, write a JSON report. Driven by ``tests/test_blender_addon.py``.
 
-Usage: python checks.py {still,sequence,bad,install} ARGS.json OUT.json
+Usage: python checks.py {still,sequence,video,bad,install} ARGS.json OUT.json
 
 Expected positions are computed here straight from the npz with the documented axis
 change (README: OpenCV camera (x, y, z) -> Blender Z-up (x, z, -y); Y-up (x, -y, -z)),
@@ -303,6 +303,68 @@ def action_fcurves(obj) -> list:
     return list(action.fcurves)
 
 
+# --- video: the sequence file (add-on), the animated GLB and the BVH files -------------
+
+def keyed_frames(objects) -> list[int]:
+    return sorted({int(round(k.co[0])) for o in objects for fc in action_fcurves(o) for k in fc.keyframe_points})
+
+
+def check_video(args: dict) -> dict:
+    load_addon()
+    data = load_npz(args["npz"])
+    names = data["meta"]["body_model"]["joint_names"]
+    M = AXES["Z"][0]
+    scene = bpy.context.scene
+    out = {}
+    # 1. the add-on: one rig per track, scene fps and frame range from the video
+    bpy.ops.import_scene.deforhmr(filepath=args["npz"], create_camera=False)
+    arms = imported_armatures()
+    errors = []
+    for tid, arm in sorted(arms.items()):
+        rows = np.flatnonzero(data["person_index"] == tid)
+        for r in rows:
+            scene.frame_set(1 + int(data["frame_index"][r]))
+            errors.append(np.linalg.norm(posed_joints(arm, names) - data["joints"][r] @ M.T, axis=1).max() * 1e3)
+    out["addon"] = {"armatures": sorted(arms), "fps": scene.render.fps / scene.render.fps_base,
+                    "frame_range": [scene.frame_start, scene.frame_end],
+                    "keyed_frames": {str(t): keyed_frames([a]) for t, a in arms.items()},
+                    "joint_error_mm": float(max(errors))}
+    # 2. the animated GLB through Blender's glTF importer
+    clear_scene()
+    scene.render.fps, scene.render.fps_base = int(round(data["meta"]["source"]["fps"])), 1.0
+    bpy.ops.import_scene.gltf(filepath=args["glb"])
+    gl_arms = [o for o in scene.objects if o.type == "ARMATURE"]
+    errors, moved = [], []
+    for tid in data["track_ids"].tolist():
+        arm = next(a for a in gl_arms if f"p{tid}_pelvis" in a.pose.bones)
+        owners = [arm, *([arm.parent] if arm.parent else [])]
+        keyed = keyed_frames(owners)
+        rows = np.flatnonzero(data["person_index"] == tid)
+        heads = []
+        for k, r in enumerate(rows):
+            scene.frame_set(keyed[k])
+            heads.append(posed_joints(arm, [f"p{tid}_{n}" for n in names]))
+            errors.append(np.linalg.norm(heads[-1] - data["joints"][r] @ M.T, axis=1).max() * 1e3)
+        moved.append(float(np.abs(heads[-1] - heads[0]).max()))
+    out["glb"] = {"armatures": len(gl_arms), "joint_error_mm": float(max(errors)), "motion_m": moved}
+    # 3. each BVH through Blender's BVH importer
+    bvh = []
+    for tid, path in args["bvh"].items():
+        clear_scene()
+        bpy.ops.import_anim.bvh(filepath=path, axis_forward="-Z", axis_up="Y", frame_start=1,
+                                use_fps_scale=False, update_scene_fps=True, update_scene_duration=True)
+        arm = next(o for o in scene.objects if o.type == "ARMATURE")
+        rows = np.flatnonzero(data["person_index"] == int(tid))
+        errs = []
+        for r in rows:
+            scene.frame_set(1 + int(data["frame_index"][r]) - int(data["frame_index"][rows[0]]))
+            errs.append(np.linalg.norm(posed_joints(arm, names) - data["joints"][r] @ M.T, axis=1).max() * 1e3)
+        bvh.append({"track": int(tid), "bones": len(arm.data.bones), "frames": [scene.frame_start, scene.frame_end],
+                    "fps": scene.render.fps / scene.render.fps_base, "joint_error_mm": float(max(errs))})
+    out["bvh"] = bvh
+    return out
+
+
 # --- bad files -------------------------------------------------------------------------
 
 def attempt(**kwargs) -> dict:
@@ -361,7 +423,7 @@ def check_install(args: dict) -> dict:
     return out
 
 
-COMMANDS = {"still": check_still, "sequence": check_sequence, "bad": check_bad,
+COMMANDS = {"still": check_still, "sequence": check_sequence, "video": check_video, "bad": check_bad,
             "install": check_install}
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Video and image sequences: frame reading, person tracking, temporal smoothing, the sequence job."""
