@@ -268,10 +268,10 @@ def _infer_sequence(pipe, inputs: list[Path], args, out: Path, stems: set[str], 
     """One video or image sequence -> sequence outputs. True: written, None: no person, False: failed."""
     from tqdm import tqdm
 
-    from deforhmr_model.video.reader import SequenceError, open_source
+    from deforhmr_model.video.reader import SequenceError, is_video, open_source
     from deforhmr_model.video.sequence import SequenceConfig, recover_sequence, write_sequence_outputs
     try:
-        source = open_source(inputs[0] if len(inputs) == 1 and not args.sequence else inputs, args.fps)
+        source = open_source(inputs[0] if len(inputs) == 1 and is_video(inputs[0]) else inputs, args.fps)
     except SequenceError as e:
         print(f"skipped: {e}", file=sys.stderr)
         return False
@@ -279,9 +279,9 @@ def _infer_sequence(pipe, inputs: list[Path], args, out: Path, stems: set[str], 
     try:
         seq = recover_sequence(pipe, source, SequenceConfig(smoothing=args.smooth),
                                progress=lambda f, n: (bar.update(1), bar.set_postfix(people=n)))
-    except SequenceError as e:
+    except (ValueError, RuntimeError) as e:   # SequenceError is a ValueError; this input only
         bar.close()
-        print(f"skipped: {e}", file=sys.stderr)
+        print(f"failed: {source.name}: {_one_line(e)}", file=sys.stderr)
         return False
     bar.close()
     if not seq.tracks:
@@ -290,8 +290,8 @@ def _infer_sequence(pipe, inputs: list[Path], args, out: Path, stems: set[str], 
     stem = _unique_stem(source.name, stems)
     try:
         written = write_sequence_outputs(seq, source, pipe.body, out, stem, formats)
-    except (OSError, SequenceError) as e:
-        print(f"failed to write outputs for {source.name}: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:
+        print(f"failed to write outputs for {source.name}: {_one_line(e)}", file=sys.stderr)
         return False
     ids = ", ".join(f"{t.track_id} ({len(t.frames)} frames)" for t in seq.tracks)
     print(f"{source.name}: {seq.num_frames} frames, tracks {ids} -> {', '.join(p.name for p in written)}",
