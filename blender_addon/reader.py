@@ -250,14 +250,16 @@ def _check_version(name: str, meta: dict) -> None:
 
 
 def _is_sequence_file(path: Path) -> bool:
-    """True when ``path`` is a readable result whose metadata says ``kind: "sequence"``."""
+    """True when ``path`` is a result whose metadata says ``kind: "sequence"`` (reads only the
+    size-checked ``meta_json`` entry; anything unreadable is left to :func:`read_result`)."""
     if path.suffix.lower() == ".json":
         path = path.with_suffix(".npz")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if "meta_json" not in z.files:
-                return False
-            meta = json.loads(str(z["meta_json"]))
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo("meta_json.npy")
+            _checked_size(z, info, path.name)
+            with z.open(info) as f:
+                meta = json.loads(str(np.lib.format.read_array(f, allow_pickle=False)))
     except Exception:  # noqa: BLE001 - read_result reports unreadable files properly
         return False
     return isinstance(meta, dict) and meta.get("kind") == "sequence"
@@ -302,7 +304,7 @@ def parse_people(text: str) -> frozenset[int] | None:
 
 def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     name = path.name
-    wanted = {*BODY_ARRAYS, *PERSON_ARRAYS, "meta_json"}
+    wanted = {*BODY_ARRAYS, *PERSON_ARRAYS, *SEQUENCE_ARRAYS, "meta_json"}
     try:
         with zipfile.ZipFile(path) as z:
             members = [i for i in z.infolist() if i.filename.endswith(".npy") and i.filename[:-4] in wanted]
