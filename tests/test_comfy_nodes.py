@@ -611,7 +611,7 @@ def test_example_workflows_use_current_core_nodes_and_name_their_photos_in_the_r
 
 
 def test_image_batch_as_a_video_gives_an_animated_glb_bvh_and_track_ids(pack, photo_inputs, photos, tmp_path):
-    """Three PoseTrack frames batched with core ImageBatch -> Recover Human Motion -> Save Human
+    """Three PoseTrack frames batched with core Batch Images -> Recover Human Motion -> Save Human
     Motion (animated GLB + BVH + sequence file, ui "3d" like core Save 3D Model) -> Preview 3D,
     and the per-frame results into Render Human Mesh."""
     import pygltflib
@@ -627,9 +627,9 @@ def test_image_batch_as_a_video_gives_an_animated_glb_bvh_and_track_ids(pack, ph
     graph = {
         "1": {"class_type": "LoadImage", "inputs": {"image": "posetrack_000000.jpg"}},
         "2": {"class_type": "LoadImage", "inputs": {"image": "posetrack_000001.jpg"}},
-        "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+        "3": {"class_type": "BatchImagesNode", "inputs": {"images.image0": ["1", 0], "images.image1": ["2", 0]}},
         "4": {"class_type": "LoadImage", "inputs": {"image": "posetrack_000002.jpg"}},
-        "5": {"class_type": "ImageBatch", "inputs": {"image1": ["3", 0], "image2": ["4", 0]}},
+        "5": {"class_type": "BatchImagesNode", "inputs": {"images.image0": ["3", 0], "images.image1": ["4", 0]}},
         "6": {"class_type": "DeforHMRLoadModel", "inputs": {"checkpoint": FIT, "body_model": BODY_AUTO,
                                                              "device": "cpu", "precision": "auto"}},
         "7": {"class_type": "DeforHMRRecoverMotion", "inputs": {"model": ["6", 0], "image": ["5", 0], "fps": 30.0,
