@@ -43,7 +43,7 @@ def clip_run(photos, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clip")
     clip = _cut_clip(photos / VIDEO_DIR / "multi_person_demo.mp4", tmp / "two_people.mp4", range(6), 360)
     out = tmp / "out"
-    code = main(["infer", str(clip), "-o", str(out), "--threads", "2"])
+    code = main(["infer", str(clip), "-o", str(out), "--threads", "2", "--model", "none"])
     return code, clip, out
 
 
@@ -232,7 +232,7 @@ def test_tracker_follows_both_people_of_the_two_person_clip(photos):
                 yield f
 
     src = Half(photos / VIDEO_DIR / "multi_person_demo.mp4")
-    pipe = HMRPipeline(min_person=0.4)
+    pipe = HMRPipeline(model="none", min_person=0.4)
     per_frame = [{i: d for i, d in tracked} for _, tracked in track_people(pipe, src, SequenceConfig())]
     assert len(per_frame) == 40
     assert all(sorted(f) == [0, 1] for f in per_frame), [sorted(f) for f in per_frame]
