@@ -59,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--formats", default=",".join(FORMATS),
                      help=f"comma-separated outputs among {','.join(FORMATS)} (default all)")
     inf.add_argument("--max-people", type=int, default=None, help="at most this many people per image")
-    inf.add_argument("--det-threshold", type=float, default=0.5, help="person detection threshold 0..1 (default 0.5)")
+    inf.add_argument("--detector", choices=("movenet", "blazepose"), default="movenet",
+                     help="person detector (both shipped): movenet = MoveNet MultiPose, tiled, + BlazePose "
+                          "landmarks (default); blazepose = BlazePose's own detector, tiled")
+    inf.add_argument("--det-threshold", type=float, default=None,
+                     help="person detection threshold 0..1 (default: the detector's, movenet 0.2, blazepose 0.5)")
     inf.add_argument("--min-person", type=float, default=0.2,
                      help="smallest person to detect, fraction of the image's short side (default 0.2; "
                           "0.4 is ~4x faster and finds only main subjects)")
@@ -174,7 +178,7 @@ def _cmd_infer(args) -> int:
         raise UsageError(f"--formats: unknown {bad or formats}; choose among {','.join(FORMATS)}")
     if not 0.0 < args.min_person <= 1.0:
         raise UsageError(f"--min-person {args.min_person}: must be in (0, 1]")
-    if not 0.0 <= args.det_threshold <= 1.0:
+    if args.det_threshold is not None and not 0.0 <= args.det_threshold <= 1.0:
         raise UsageError(f"--det-threshold {args.det_threshold}: must be between 0 and 1")
     if args.focal is not None and not args.focal > 0:
         raise UsageError(f"--focal {args.focal:g}: must be a positive number of pixels (e.g. 1500)")
@@ -219,7 +223,7 @@ def _cmd_infer(args) -> int:
         raise UsageError(f"--device {e}") from None
     try:
         pipe = HMRPipeline(model=args.model, body=args.body, device=device, refine=args.refine,
-                           max_people=args.max_people, det_threshold=args.det_threshold,
+                           max_people=args.max_people, det_threshold=args.det_threshold, detector=args.detector,
                            min_person=args.min_person, focal_length=args.focal, fov=args.fov)
     except (RuntimeError, OSError) as e:  # e.g. out of device memory, an unreadable file
         raise UsageError(str(e)) from None

@@ -33,6 +33,7 @@ import torch
 from deforhmr_model.body.model import BodyModel, default_body_data, load_body_data
 from deforhmr_model.device import resolve_device
 from deforhmr_model.geometry.camera import Camera, choose_camera
+from deforhmr_model.people.detection import DEFAULT_MIN_PERSON, DETECTORS, make_detector
 from deforhmr_model.fitting.fit import FitConfig, FitInit, extremity_keypoints
 from deforhmr_model.files.image_io import load_image, read_exif_focal
 from deforhmr_model.files.result import ImageResult
@@ -57,12 +58,16 @@ class HMRPipeline:
             MPS, then CPU (:func:`deforhmr_model.device.resolve_device`).
         refine: run 2D pose-guided refinement after the network (ignored without a network:
             fitting is then the method).
-        detector: a ``PersonDetector``; default BlazePose (shipped weights, no downloads).
+        detector: a shipped detector's name, ``"movenet"`` (default: tiled MoveNet MultiPose +
+            BlazePose landmarks) or ``"blazepose"`` (BlazePose's own detector, tiled), both
+            shipped (no downloads; :func:`deforhmr_model.people.detection.make_detector`), or
+            any ``PersonDetector`` object (used as is: the options below do not apply to it).
         max_people: keep at most this many people per image (highest scores).
-        det_threshold: detection score threshold in [0, 1].
-        min_person: smallest person the default detector looks for, as a fraction of the
-            image's short side (0.2 finds small background people, as the COCO/MPII
-            annotations require; 0.4 is about 4x faster and finds only main subjects).
+        det_threshold: person score threshold in [0, 1]; None: the detector's default
+            (movenet 0.2, blazepose 0.5).
+        min_person: smallest person the detector looks for, as a fraction of the image's
+            short side (0.2 finds small background people, as the COCO/MPII annotations
+            require; larger values mean fewer tiles, faster, main subjects only).
         fit_config: :class:`~deforhmr_model.fitting.fit.FitConfig`.
         focal_length: the camera's focal length in px for every photo (overrides EXIF).
         fov: the camera's field of view in degrees across the longer image side (overrides
@@ -74,9 +79,9 @@ class HMRPipeline:
     """
 
     def __init__(self, model="auto", body=None, device: str | torch.device = "auto", refine: bool = False,
-                 detector=None, max_people: int | None = None, det_threshold: float = 0.5,
-                 min_person: float = 0.2, fit_config: FitConfig | None = None, dtype: torch.dtype | None = None,
-                 focal_length: float | None = None, fov: float | None = None):
+                 detector="movenet", max_people: int | None = None, det_threshold: float | None = None,
+                 min_person: float = DEFAULT_MIN_PERSON, fit_config: FitConfig | None = None,
+                 dtype: torch.dtype | None = None, focal_length: float | None = None, fov: float | None = None):
         self.device = resolve_device(device)
         choose_camera(640, 480, focal_length, fov)  # validate the overrides now, not per image
         self.focal_length, self.fov = focal_length, fov
@@ -97,7 +102,13 @@ class HMRPipeline:
         self.max_people = max_people
         self.det_threshold = det_threshold
         self.min_person = min_person
-        self._detector = detector
+        self._detectors: dict[tuple, object] = {}
+        if detector is None or isinstance(detector, str):
+            self.detector_name, self._detector = str(detector or "movenet").lower(), None
+            if self.detector_name not in DETECTORS:
+                raise ValueError(f"unknown detector {detector!r}; use one of {', '.join(DETECTORS)}")
+        else:
+            self.detector_name, self._detector = type(detector).__name__, detector
         self.fitter = FitStage(self.body_data, fit_config or FitConfig())
         self.builder = ResultBuilder(self.body, self.body_data)
 
@@ -108,23 +119,56 @@ class HMRPipeline:
     # ------------------------------------------------------------------ public API
     @property
     def detector(self):
-        if self._detector is None:
-            from deforhmr_model.people.detection import BlazePoseDetector
-            self._detector = BlazePoseDetector(threshold=self.det_threshold, max_people=self.max_people,
-                                               min_person=self.min_person)
-        return self._detector
+        """The person detector with the pipeline's settings, created on first use."""
+        return self._detector if self._detector is not None else self._detector_for()
 
-    def detect(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list:
-        """Detections (boxes + keypoints) for one HxWx3 uint8 RGB image; ``boxes`` (N,4) xyxy
-        px bypass the person detector (keypoints are still estimated inside them). Boxes are
-        clipped to the image; ValueError for a non-finite box or one with nothing inside the image."""
+    def _detector_for(self, detector: str | None = None, det_threshold: float | None = None,
+                      min_person: float | None = None, refine_keypoints: bool | None = None):
+        """A shipped detector for these settings (None: the pipeline's); the pipeline holds
+        the only cache (a few detectors: their interpreters are reused across calls)."""
+        name = str(detector or self.detector_name).lower()
+        if name not in DETECTORS:
+            raise ValueError(f"unknown detector {detector!r}; use one of {', '.join(DETECTORS)}")
+        threshold = self.det_threshold if det_threshold is None else float(det_threshold)
+        opts = {"min_person": float(self.min_person if min_person is None else min_person)}
+        if threshold is not None:
+            opts["threshold"] = threshold
+        if refine_keypoints is not None:
+            opts["refine"] = bool(refine_keypoints)
+        key = (name, tuple(sorted(opts.items())))
+        if key not in self._detectors:
+            if len(self._detectors) >= 4:
+                self._detectors.pop(next(iter(self._detectors)))
+            self._detectors[key] = make_detector(name, **opts)
+        return self._detectors[key]
+
+    def detect(self, image: np.ndarray, boxes: np.ndarray | None = None, *, detector: str | None = None,
+               det_threshold: float | None = None, min_person: float | None = None,
+               refine_keypoints: bool | None = None, max_people: int | None = None) -> list:
+        """Detections (:class:`~deforhmr_model.people.detection.Detection`: box, keypoints,
+        world landmarks) for one HxWx3 uint8 RGB image, highest score first.
+
+        ``boxes`` (N,4) xyxy px bypass the person detector: keypoints are estimated inside
+        them and the user's boxes (clipped to the image) are kept, one detection per box, in
+        order; ValueError for a non-finite box or one with nothing inside the image. The keyword
+        options override the pipeline's settings for this call (ignored with a detector
+        object given to the constructor): ``detector`` ("movenet" | "blazepose"),
+        ``det_threshold``, ``min_person``, ``refine_keypoints`` (second landmark pass on the
+        rotated ROI), ``max_people`` (0 or None: the pipeline's). Raises ValueError for an
+        unknown detector or a bad image/boxes.
+        """
+        if self._detector is not None:
+            det = self._detector
+        else:
+            det = self._detector_for(detector, det_threshold, min_person, refine_keypoints)
+        limit = max_people or self.max_people
         if boxes is not None:  # one result per box, in the boxes' order; the user's box, clipped to the image
             from deforhmr_model.people.detection import clip_boxes
             boxes = clip_boxes(boxes, (image.shape[1], image.shape[0])).astype(np.float32)
-            dets = self.detector.keypoints_for_boxes(image, boxes)
+            dets = det.keypoints_for_boxes(image, boxes)
             return [dataclasses.replace(d, bbox=b) for d, b in zip(dets, boxes)]
-        dets = sorted(self.detector.detect(image), key=lambda d: -float(d.score))
-        return dets[: self.max_people] if self.max_people else dets
+        dets = sorted(det.detect(image), key=lambda d: -float(d.score))
+        return dets[:limit] if limit else dets
 
     def __call__(self, image, boxes: np.ndarray | None = None) -> ImageResult:
         """Run the main job on one image (path, HxWx3 uint8 RGB array or tensor)."""
@@ -175,7 +219,8 @@ class HMRPipeline:
         objects with ``bbox`` (4,), ``score`` and ``keypoints_coco`` (17,3); cameras: per image a
         :class:`~deforhmr_model.geometry.camera.Camera` (None: :meth:`camera` without EXIF)."""
         people = [[_Person(np.asarray(d.bbox, np.float32), float(d.score),
-                           np.asarray(d.keypoints_coco, np.float32), _extra_keypoints(d))
+                           np.asarray(d.keypoints_coco, np.float32), _extra_keypoints(d),
+                           getattr(d, "world_landmarks", None))
                    for d in dets] for dets in detections]
         cameras = list(cameras) if cameras is not None else [None] * len(images)
         cams = [c if c is not None else self.camera(im) for im, c in zip(images, cameras)]

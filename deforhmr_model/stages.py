@@ -43,6 +43,7 @@ class Person:
     score: float
     keypoints_coco: np.ndarray  # (17, 3) f32 x px, y px, confidence
     keypoints_extra: np.ndarray | None = None  # (6, 3) heels, toes, hands (fitting.EXTRA_NAMES)
+    world_landmarks: np.ndarray | None = None  # (33, 3) f32 m, BlazePose 3D landmarks (Detection.world_landmarks)
 
 
 class NetworkStage:

@@ -2,26 +2,32 @@
 from __future__ import annotations
 
 from . import host
-from .handles import BOUNDING_BOX, CATEGORY, PEOPLE
+from .handles import BOUNDING_BOX, CATEGORY, MODEL, PEOPLE
 
-_DETECTORS: dict[tuple, object] = {}   # BlazePose interpreters, reused across runs (cheap to keep)
+DEFAULT_MIN_PERSON = 0.2   # deforhmr_model.people.detection.DEFAULT_MIN_PERSON (nodes import the library lazily)
+
+DETECTORS = ("movenet", "blazepose")
+_PIPELINE = None   # detection-only front door when no model is connected (it holds the detector cache)
 
 
-def _detector(threshold: float, max_people: int, refine: bool, min_person: float = 0.2):
-    from deforhmr_model.people.detection import BlazePoseDetector
-    key = (round(float(threshold), 4), int(max_people), bool(refine), round(float(min_person), 4))
-    if key not in _DETECTORS:
-        if len(_DETECTORS) >= 4:
-            _DETECTORS.pop(next(iter(_DETECTORS)))
-        _DETECTORS[key] = BlazePoseDetector(threshold=float(threshold), max_people=int(max_people) or None,
-                                            refine=bool(refine), min_person=float(min_person))
-    return _DETECTORS[key]
+def _pipeline(model):
+    """The pipeline whose ``detect`` serves this node: the connected model's, else one shared
+    fit-only pipeline (created once; detection never touches its body model)."""
+    global _PIPELINE
+    if model is not None:
+        return model.pipeline
+    if _PIPELINE is None:
+        from deforhmr_model.pipeline import HMRPipeline
+        with host.autograd_allowed():
+            _PIPELINE = HMRPipeline()
+    return _PIPELINE
 
 
 class DetectPeople:
     """Find every person (box + COCO-17 keypoints) in each frame, or add keypoints to given boxes."""
 
-    DESCRIPTION = ("BlazePose (shipped, no download) finds people and their 2D keypoints in every frame. "
+    DESCRIPTION = ("MoveNet MultiPose finds people and the BlazePose landmark model their 2D keypoints in every "
+                   "frame (both shipped, no download; detector 'blazepose' uses BlazePose's own detector instead). "
                    "Connect a BOUNDING_BOX (e.g. from SAM3 Detect) to use your own person boxes instead.")
 
     @classmethod
@@ -29,13 +35,15 @@ class DetectPeople:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "One photo or a batch of frames"}),
-                "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                        "tooltip": "Person detector score threshold"}),
+                "threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                        "tooltip": "Person detector score threshold; 0 = the detector's default "
+                                                   "(movenet 0.2, blazepose 0.5)"}),
                 "max_people": ("INT", {"default": 0, "min": 0, "max": 64, "step": 1,
                                        "tooltip": "Keep at most this many people per frame (highest scores); 0 = all"}),
-                "refine_keypoints": ("BOOLEAN", {"default": False,
-                                                 "tooltip": "Run the keypoint model twice per person "
-                                                            "(better keypoints, twice the cost)"}),
+                "refine_keypoints": ("BOOLEAN", {"default": True,
+                                                 "tooltip": "Run the keypoint model a second time on the rotated "
+                                                            "crop from its first pass (tilted and upside-down "
+                                                            "people; only where the crop changes)"}),
             },
             "optional": {
                 "min_person": ("FLOAT", {"default": 0.2, "min": 0.05, "max": 1.0, "step": 0.05,
@@ -45,6 +53,11 @@ class DetectPeople:
                 "bboxes": (BOUNDING_BOX, {"forceInput": True,
                                           "tooltip": "Person boxes (x, y, width, height px): one box, a list, or "
                                                      "one list per frame. Skips the detector."}),
+                "detector": (list(DETECTORS), {"default": "movenet",
+                                              "tooltip": "movenet: MoveNet MultiPose, tiled (finds crowds, small "
+                                                         "and overlapping people); blazepose: BlazePose's own "
+                                                         "detector, tiled (the previous default)"}),
+                "model": (MODEL, {"tooltip": "Optional: detect through this loaded model's pipeline"}),
             },
         }
 
@@ -53,21 +66,24 @@ class DetectPeople:
     FUNCTION = "detect"
     CATEGORY = CATEGORY
 
-    def detect(self, image, threshold=0.5, max_people=0, refine_keypoints=False, min_person=0.2, bboxes=None):
+    def detect(self, image, threshold=0.0, max_people=0, refine_keypoints=True, min_person=DEFAULT_MIN_PERSON,
+               bboxes=None, detector="movenet", model=None):
         from .convert import image_to_frames
         from .handles import PeopleBatch, boxes_from_bounding_box, boxes_to_bounding_box
 
         frames = image_to_frames(image)
-        det = _detector(threshold, max_people, refine_keypoints, min_person)
+        pipe = _pipeline(model)
+        opts = {"detector": detector, "det_threshold": float(threshold) or None, "min_person": float(min_person),
+                "refine_keypoints": bool(refine_keypoints), "max_people": int(max_people) or None}
         given = boxes_from_bounding_box(bboxes, len(frames)) if bboxes is not None else None
         pbar = host.progress_bar(len(frames))
         out = []
         for i, frame in enumerate(frames):
             host.check_interrupted()
             if given is None:
-                people = det.detect(frame)
+                people = pipe.detect(frame, **opts)
             elif given[i]:
-                people = det.keypoints_for_boxes(frame, given[i])
+                people = pipe.detect(frame, given[i], **opts)
                 people = people[: int(max_people)] if max_people else people
             else:
                 people = []

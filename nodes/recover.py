@@ -9,7 +9,7 @@ class RecoverHumanMesh:
     """One SMPL-format body per detected person, per frame (network, or a fit to the keypoints)."""
 
     DESCRIPTION = ("Recovers each person's 3D body (SMPL parameters, mesh, camera) in every frame. "
-                   "Without a people input the shipped BlazePose detector runs with default settings.")
+                   "Without a people input the default detector (MoveNet + BlazePose landmarks, shipped) runs with the model pipeline's settings.")
 
     @classmethod
     def INPUT_TYPES(cls):

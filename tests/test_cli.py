@@ -150,3 +150,21 @@ def test_convert_smpl_command_then_infer_with_it(tmp_path, capsys, photos):
     assert code == 0, err
     r = load_result(tmp_path / "o" / "000000000785.npz")
     assert r.people and r.lbs_weights.shape[0] != 12272  # the converted body, not the open body
+
+
+def test_detector_option(photos, tmp_path, capsys, monkeypatch):
+    """--detector reaches the pipeline's front door; both shipped detectors find the person."""
+    from deforhmr_model import pipeline
+    names = []
+    real = pipeline.make_detector
+    monkeypatch.setattr(pipeline, "make_detector", lambda name, **kw: names.append(name) or real(name, **kw))
+    for det in ("blazepose", "movenet"):
+        code, _, err = _run(capsys, photos / "coco" / "000000000785.jpg", "-o", tmp_path / det,
+                            "--detector", det, "--formats", "npz")
+        assert code == 0, err
+        from deforhmr_model.files.result import load_result
+        assert len(load_result(tmp_path / det / "000000000785.npz").people) == 1
+    assert names == ["blazepose", "movenet"]
+    with pytest.raises(SystemExit) as e:                      # argparse: one usage line naming the choices
+        _run(capsys, photos / "skates.png", "-o", tmp_path, "--detector", "yolo")
+    assert e.value.code == 2 and "movenet" in capsys.readouterr().err

@@ -354,6 +354,29 @@ def test_detect_people_in_given_bounding_boxes(pack, photos):
     assert len(two.frames[0]) == 2
 
 
+def test_detect_people_detector_choice_goes_through_the_pipeline(pack, photos):
+    """The node's detector widget and model input reach HMRPipeline.detect, which holds the cache."""
+    module, _ = pack
+    from deforhmr_model.people.detection import BlazePoseDetector
+    from deforhmr_model.people.movenet import MoveNetDetector
+    from deforhmr_model.pipeline import HMRPipeline
+    image = cr.LoadImage().load_image("000000196141.jpg")[0]
+    detect = module.NODE_CLASS_MAPPINGS["DeforHMRDetectPeople"]()
+    node_module = sys.modules[type(detect).__module__]
+    assert not hasattr(node_module, "_DETECTORS")                  # no detector cache in the node module
+    inputs = type(detect).INPUT_TYPES()["optional"]
+    assert inputs["detector"][0] == ["movenet", "blazepose"] and inputs["detector"][1]["default"] == "movenet"
+    default, _ = detect.detect(image, 0.0, 0, True)
+    blaze, _ = detect.detect(image, 0.0, 0, True, detector="blazepose")
+    assert len(default.frames[0]) >= 4 and len(blaze.frames[0]) >= 1
+    kinds = {type(d) for d in node_module._PIPELINE._detectors.values()}
+    assert kinds == {MoveNetDetector, BlazePoseDetector}
+    pipe = HMRPipeline(model="none")
+    handle = type("Handle", (), {"pipeline": pipe})()
+    via_model, _ = detect.detect(image, 0.0, 0, True, model=handle)   # a connected model's pipeline is used
+    assert len(via_model.frames[0]) == len(default.frames[0]) and len(pipe._detectors) == 1
+
+
 def test_recover_reports_progress_and_stops_when_cancelled(pack, one_photo_run, monkeypatch):
     """ComfyUI's progress bar and Cancel: a fake ``comfy`` host records updates and interrupts."""
     import types

@@ -24,8 +24,7 @@ from deforhmr_model.people.detection import (COCO_FROM_BLAZEPOSE, BlazePoseDetec
                                       body_box, dedup, keypoints_for_boxes, landmark_box, tile_regions)
 from deforhmr_model.files.weights import MissingModelFileError
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
-DEV = PHOTOS / "dev"
+from tests.conftest import PHOTOS as DEV
 needs_photos = pytest.mark.skipif(not DEV.is_dir(), reason="shared photos not available")
 
 
@@ -253,7 +252,7 @@ def test_blank_image_has_nobody_and_batched_detector_matches_single():
     assert det.detect(np.zeros((60, 2000, 3), np.uint8)) == []                # strip: many tiles
     people = det.keypoints_for_boxes(np.zeros((50, 40, 3), np.uint8), [0, 0, 40, 50])
     assert len(people) == 1 and people[0].keypoints.shape == (33, 3)         # one per box, even if empty
-    model, _ = det._models()
+    model = det._detector_model()
     x = np.random.default_rng(0).uniform(-1, 1, (3, 224, 224, 3)).astype(np.float32)
     boxes, scores = bp.split_detector_outputs(model.run(x), 3, 2254)
     for i in range(3):
@@ -331,6 +330,14 @@ def test_coco_keypoints_for_given_boxes(default_detector, capsys):
             assert bp.box_iou(d.bbox[None].astype(float), box[None])[0, 0] > 0.3
             h, n = _pck_hits(d.keypoints_coco, kps, box)
             hits, labelled = hits + h, labelled + n
+            w = d.world_landmarks                        # metres, hip-centred, image axes
+            assert w.shape == (33, 3) and w.dtype == np.float32
+            assert np.linalg.norm(w[[23, 24]].mean(0)) < 0.1          # origin between the hips
+            assert 0.2 < np.linalg.norm(w[11] - w[12]) < 0.6           # shoulder width of an adult
+            sh, hip = w[[11, 12]].mean(0), w[[23, 24]].mean(0)
+            img_dir = d.keypoints[[11, 12], :2].mean(0) - d.keypoints[[23, 24], :2].mean(0)
+            if np.linalg.norm(img_dir) > 20:             # hips->shoulders points the same way in the image
+                assert np.dot((sh - hip)[:2], img_dir) > 0
     with capsys.disabled():
         print(f"\nCOCO keypoints from GT boxes: PCK@0.2 {hits / labelled:.3f} over {labelled} keypoints")
     assert hits / labelled >= 0.9                        # measured 0.978

@@ -332,12 +332,31 @@ def mask_points(seg_logits: np.ndarray, crop_to_image: np.ndarray, step: int = 2
 
 def split_landmark_outputs(outs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
     """Landmark-model outputs by shape: raw landmarks (N, 195), pose flag (N, 1),
-    heatmaps (N, 64, 64, 39), segmentation logits (N, 256, 256)."""
+    heatmaps (N, 64, 64, 39), segmentation logits (N, 256, 256), world landmarks (N, 117)
+    (39 x (x, y, z) metres, hip-centred, in the crop's frame: :func:`world_landmarks`)."""
     raw = next(o for o in outs if o.ndim == 2 and o.shape[-1] == NUM_RAW * 5)
     flag = next(o for o in outs if o.ndim == 2 and o.shape[-1] == 1)
     heat = next(o for o in outs if o.ndim == 4 and o.shape[-1] == NUM_RAW)
     seg = next(o for o in outs if o.ndim == 4 and o.shape[-1] == 1)
-    return raw, flag, heat, seg[..., 0]
+    world = next(o for o in outs if o.ndim == 2 and o.shape[-1] == NUM_RAW * 3)
+    return raw, flag, heat, seg[..., 0], world
+
+
+def world_landmarks(raw_world: np.ndarray, rotation: float) -> np.ndarray:
+    """The 33 body world landmarks ``(33, 3)`` f32 metres of one crop, in the image's axes.
+
+    raw_world (117,) = 39 x (x, y, z) from the landmark model: metres, origin between the
+    hips, x right, y down, z away from the camera, in the frame of the (rotated) crop.
+    As MediaPipe's ``WorldLandmarkProjectionCalculator`` the x, y axes are turned by the
+    ROI's ``rotation`` (radians, clockwise on screen) so that they follow the image's
+    x right, y down; z is unchanged. Scale is the model's (an average-sized adult).
+    """
+    w = raw_world.reshape(NUM_RAW, 3)[:NUM_BODY].astype(np.float64)
+    c, s = math.cos(rotation), math.sin(rotation)
+    out = w.copy()
+    out[:, 0] = c * w[:, 0] - s * w[:, 1]
+    out[:, 1] = s * w[:, 0] + c * w[:, 1]
+    return out.astype(np.float32)
 
 
 def _sigmoid(x):
@@ -346,29 +365,32 @@ def _sigmoid(x):
 
 # ----------------------------------------------------------------------------- interpreters
 class TfliteModel:
-    """A LiteRT interpreter created on first use; runs batches (resizing the input when needed)."""
+    """A LiteRT interpreter created on first use; runs batches (resizing the input when its
+    shape changes: keep one shape per instance, resizing re-allocates)."""
 
     def __init__(self, path, num_threads: int):
         self.path = path
         self.num_threads = num_threads
         self._interp = None
-        self._batch = 1
+        self._shape: tuple[int, ...] | None = None
 
     def _get(self):
         if self._interp is None:
             from ai_edge_litert.interpreter import Interpreter  # heavy import, done once
             self._interp = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
             self._interp.allocate_tensors()
+            self._shape = tuple(int(v) for v in self._interp.get_input_details()[0]["shape"])
         return self._interp
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Run on ``(B, H, W, 3)`` f32; returns the output tensors (copies) in the model's order."""
+        """Run on ``(B, H, W, 3)`` (cast to the model's input dtype: f32 or uint8); returns
+        the output tensors (copies) in the model's order."""
         it = self._get()
-        inp = it.get_input_details()[0]["index"]
-        if batch.shape[0] != self._batch:
-            it.resize_tensor_input(inp, list(batch.shape))
+        detail = it.get_input_details()[0]
+        if tuple(batch.shape) != self._shape:
+            it.resize_tensor_input(detail["index"], list(batch.shape))
             it.allocate_tensors()
-            self._batch = batch.shape[0]
-        it.set_tensor(inp, np.ascontiguousarray(batch, np.float32))
+            self._shape = tuple(batch.shape)
+        it.set_tensor(detail["index"], np.ascontiguousarray(batch, detail["dtype"]))
         it.invoke()
         return [it.get_tensor(d["index"]).copy() for d in it.get_output_details()]

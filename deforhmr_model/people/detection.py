@@ -53,7 +53,10 @@ MIN_MASK_POINTS = 20
 TILE_STRETCH = 1.25       # an axis at most this x the tile side gets one stretched tile
 DEDUP_IOU = 0.8
 DEDUP_KEYPOINT_DIST = 0.1  # median COCO keypoint distance, in units of sqrt(box area)
-BATCH = 8                  # tiles / crops per interpreter call (bounded: resizing the input is slow)
+DEFAULT_MIN_PERSON = 0.2   # smallest person looked for, fraction of the short side (one default everywhere)
+BATCH = 8                  # detector tiles per interpreter call (bounded: resizing the input is slow);
+                           # landmark crops run one per call (fastest per crop, measured on 2 threads)
+ROI_TOLERANCE = 0.1        # refine: ROIs this close give the same landmarks (no second pass)
 MIN_IMAGE_SIDE = 16        # px; smaller images hold no findable person (1x1, 1000x1 strips)
 MIN_PRESENCE = 0.1         # pose presence below this: nobody in the crop (MediaPipe uses 0.5, which drops
                            # people overlapped by others; false detections score high anyway)
@@ -74,6 +77,9 @@ class Detection:
     quality: mean heatmap confidence in [0, 1] of the body landmarks inside the image.
     roi: (4,) f32 centre x px, centre y px, side px, rotation (radians, clockwise) of the
         landmark model's crop.
+    world_landmarks: (33, 3) f32 metres or None: the landmark model's 3D body landmarks
+        (BlazePose order, as ``keypoints``), origin between the hips, x right, y down (image
+        axes), z away from the camera; they carry depth order. None when no landmark model ran.
     """
 
     bbox: np.ndarray
@@ -83,6 +89,7 @@ class Detection:
     presence: float = 1.0
     quality: float = 1.0
     roi: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    world_landmarks: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -92,64 +99,36 @@ class PersonDetector(Protocol):
     def detect(self, image: np.ndarray) -> list[Detection]: ...
 
 
-class BlazePoseDetector:
-    """Multi-person BlazePose (detector + landmark model, LiteRT on the CPU) with tiling.
+class LandmarkDetector:
+    """Base of the shipped detectors: a person finder (subclasses' ``detect``) followed by
+    the BlazePose landmark model on each person's ROI (33 landmarks, world landmarks,
+    person mask), keypoint-quality verification and duplicate removal.
 
-    Parameters
+    Parameters (shared by the subclasses)
     ----------
-    threshold : detector score threshold in [0, 1] (MediaPipe's default 0.5).
     max_people : keep at most this many people (highest scores first); None keeps all.
     num_threads : CPU threads of each LiteRT interpreter.
-    min_person : smallest person to look for, as a fraction of the image's short side
-        (person extent = longer side of the body box). Smaller values add tile levels
-        (:func:`tile_regions`); detector passes for a 3:2 / 16:9 photo: 0.4 -> 3 / 4,
-        0.3 (default) -> 7 / 12, 0.2 -> 22 / 22; >= 1 -> 1 (the whole image only, as
-        MediaPipe). Each pass costs about one landmark-model run (~8 ms, 2 threads).
-    tile_overlap : overlap of neighbouring tiles, fraction of the tile side.
     min_quality : keep people whose keypoint quality is at least this (0 keeps all).
     refine : run the landmark model a second time on the ROI from its own alignment
-        points (MediaPipe's tracking step; costs a second landmark pass).
-    detector_path, landmark_path : model files; default: ``pose_detection.tflite`` and
-        ``pose_landmark_full.tflite`` found by ``deforhmr_model.files.weights.require_file``.
+        points (MediaPipe's tracking step: keeps the body's rotation; a second landmark pass).
+    landmark_path : landmark model file; default ``pose_landmark_full.tflite`` found by
+        ``deforhmr_model.files.weights.require_file``.
 
-    The interpreters are created on first use, once per instance. A missing model file
-    raises ``deforhmr_model.files.weights.MissingModelFileError`` then.
+    Interpreters are created on first use, once per instance. A missing model file raises
+    ``deforhmr_model.files.weights.MissingModelFileError`` then.
     """
 
-    def __init__(self, threshold: float = 0.5, max_people: int | None = None, *, num_threads: int = 2,
-                 min_person: float = 0.3, tile_overlap: float = 0.4, min_quality: float = 0.45,
-                 refine: bool = False, detector_path=None, landmark_path=None):
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    def __init__(self, max_people: int | None = None, *, num_threads: int = 2, min_quality: float = 0.45,
+                 refine: bool = False, landmark_path=None):
         if max_people is not None and max_people < 1:
             raise ValueError(f"max_people must be >= 1 or None, got {max_people}")
-        if not min_person > 0:
-            raise ValueError(f"min_person must be > 0 (a fraction of the image's short side), got {min_person}")
-        if not 0.0 <= tile_overlap < 1.0:
-            raise ValueError(f"tile_overlap must be in [0, 1), got {tile_overlap}")
-        self.threshold, self.max_people, self.num_threads = threshold, max_people, num_threads
-        self.min_person, self.tile_overlap = min_person, tile_overlap
+        self.max_people, self.num_threads = max_people, num_threads
         self.min_quality, self.refine = min_quality, refine
-        self._paths = (detector_path, landmark_path)
-        self._det_model: bp.TfliteModel | None = None
+        self._landmark_path = landmark_path
         self._lm_model: bp.TfliteModel | None = None
-        self._anchors = bp.ssd_anchors()
 
-    # ------------------------------------------------------------------ public
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """People in ``image`` ((H, W, 3) uint8 RGB), highest score first.
-
-        Raises ValueError for an image of the wrong type, shape or dtype.
-        """
-        pyr = bp.ImagePyramid(_check_image(image))
-        regions = [(0.0, 0.0, float(pyr.size[0]), float(pyr.size[1]))]
-        regions += tile_regions(*pyr.size, self.min_person, self.tile_overlap)
-        _, kps, scores = self._detect_regions(pyr, regions)
-        rois = [bp.roi_from_alignment(k[0], k[1]) for k in kps]
-        people = self._landmarks(pyr, rois, scores, self.refine)
-        people = [p for p in people if p.presence >= MIN_PRESENCE and p.quality >= self.min_quality]
-        people = dedup(people)
-        return people[: self.max_people] if self.max_people else people
+    def detect(self, image: np.ndarray) -> list[Detection]:  # pragma: no cover - subclasses
+        raise NotImplementedError
 
     def keypoints_for_boxes(self, image: np.ndarray, boxes) -> list[Detection]:
         """Landmarks for user-given person boxes ((N, 4) or (4,) x0, y0, x1, y1 px): one
@@ -164,19 +143,116 @@ class BlazePoseDetector:
         rois = [bp.roi_from_box(b) for b in _check_boxes(boxes)]
         return self._landmarks(pyr, rois, None, self.refine)
 
-    # ------------------------------------------------------------------ parts
-    def _models(self) -> tuple[bp.TfliteModel, bp.TfliteModel]:
-        if self._det_model is None or self._lm_model is None:
+    # ------------------------------------------------------------------ landmark stage
+    def _landmark_model(self) -> bp.TfliteModel:
+        if self._lm_model is None:
             from deforhmr_model.files.weights import require_file
-            det = require_file(str(self._paths[0] or "pose_detection.tflite"))
-            lm = require_file(str(self._paths[1] or "pose_landmark_full.tflite"))
-            self._det_model = bp.TfliteModel(det, self.num_threads)
+            lm = require_file(str(self._landmark_path or "pose_landmark_full.tflite"))
             self._lm_model = bp.TfliteModel(lm, self.num_threads)
-        return self._det_model, self._lm_model
+        return self._lm_model
+
+    def _verified(self, people: list[Detection]) -> list[Detection]:
+        """People the landmark model is confident about, duplicates removed, best first."""
+        people = [p for p in people if p.presence >= MIN_PRESENCE and p.quality >= self.min_quality]
+        people = dedup(people)
+        return people[: self.max_people] if self.max_people else people
+
+    def _landmarks(self, pyr: bp.ImagePyramid, rois: list[bp.Roi], scores, refine: bool) -> list[Detection]:
+        """Landmark model on each ROI (batched), optionally once more on the refined ROIs."""
+        if not rois:
+            return []
+        lms, presence, masks, world = self._run_landmarks(pyr, rois)
+        if refine:       # a second pass where the ROI from the alignment points differs from the first
+            rois = list(rois)
+            new = [bp.roi_from_alignment(lm[bp.AUX_HIP_CENTER, :2], lm[bp.AUX_SCALE_POINT, :2]) for lm in lms]
+            redo = [i for i, (a, b) in enumerate(zip(rois, new)) if not same_roi(a, b)]
+            if redo:
+                lms2, presence2, masks2, world2 = self._run_landmarks(pyr, [new[i] for i in redo])
+                for k, i in enumerate(redo):
+                    rois[i], lms[i], presence[i], masks[i], world[i] = new[i], lms2[k], presence2[k], masks2[k], world2[k]
+        people = []
+        for i, roi in enumerate(rois):
+            score = float(scores[i]) if scores is not None else float(presence[i])
+            people.append(_make_detection(lms[i], masks[i], score, float(presence[i]), roi, pyr.size,
+                                          bp.world_landmarks(world[i], roi.rotation)))
+        if scores is not None:
+            people.sort(key=lambda d: -d.score)
+        return people
+
+    def _run_landmarks(self, pyr: bp.ImagePyramid, rois: list[bp.Roi]):
+        """Landmarks (N, 39, 5) (x px, y px, visibility, presence, heatmap confidence),
+        pose presence (N,), per ROI the person-mask pixels (M, 2) px, and the raw world
+        landmarks (N, 117) (:func:`blazepose.world_landmarks`)."""
+        lm_model = self._landmark_model()
+        affines = [roi.crop_to_image(bp.LM_SIZE) for roi in rois]
+        crops = np.stack([pyr.warp(a, bp.LM_SIZE) for a in affines]).astype(np.float32) / 255.0
+        chunks = [bp.split_landmark_outputs(lm_model.run(crops[i:i + 1])) for i in range(len(crops))]
+        raw, flag, heat, seg, world = (np.concatenate(parts) for parts in zip(*chunks))
+        out = bp.decode_landmarks(raw, heat)                       # u, v in crop units [0, 1]
+        masks = []
+        for i, roi in enumerate(rois):
+            out[i, :, :2] = bp.landmarks_to_image(out[i, :, :2], roi.crop_to_image(1))
+            masks.append(bp.mask_points(seg[i], affines[i]))
+        return out, flag.reshape(-1).astype(np.float64), masks, world  # the flag is a probability already
+
+
+class BlazePoseDetector(LandmarkDetector):
+    """Multi-person BlazePose (detector + landmark model, LiteRT on the CPU) with tiling.
+
+    Parameters (besides :class:`LandmarkDetector`'s)
+    ----------
+    threshold : detector score threshold in [0, 1] (MediaPipe's default 0.5).
+    min_person : smallest person to look for, as a fraction of the image's short side
+        (person extent = longer side of the body box). Smaller values add tile levels
+        (:func:`tile_regions`); detector passes for a 3:2 / 16:9 photo: 0.4 -> 3 / 4,
+        0.3 -> 7 / 12, 0.2 (default) -> 22 / 22; >= 1 -> 1 (the whole image only, as
+        MediaPipe). Each pass costs about one landmark-model run (~8 ms, 2 threads).
+    tile_overlap : overlap of neighbouring tiles, fraction of the tile side.
+    detector_path : detector model file; default ``pose_detection.tflite``.
+    """
+
+    def __init__(self, threshold: float = 0.5, max_people: int | None = None, *, num_threads: int = 2,
+                 min_person: float = DEFAULT_MIN_PERSON, tile_overlap: float = 0.4, min_quality: float = 0.45,
+                 refine: bool = False, detector_path=None, landmark_path=None):
+        super().__init__(max_people, num_threads=num_threads, min_quality=min_quality, refine=refine,
+                         landmark_path=landmark_path)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if not min_person > 0:
+            raise ValueError(f"min_person must be > 0 (a fraction of the image's short side), got {min_person}")
+        if not 0.0 <= tile_overlap < 1.0:
+            raise ValueError(f"tile_overlap must be in [0, 1), got {tile_overlap}")
+        self.threshold = threshold
+        self.min_person, self.tile_overlap = min_person, tile_overlap
+        self._detector_path = detector_path
+        self._det_model: bp.TfliteModel | None = None
+        self._anchors = bp.ssd_anchors()
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """People in ``image`` ((H, W, 3) uint8 RGB), highest score first.
+
+        Raises ValueError for an image of the wrong type, shape or dtype.
+        """
+        pyr = bp.ImagePyramid(_check_image(image))
+        _, kps, scores = self._detect_regions(pyr, self.regions(*pyr.size))
+        rois = [bp.roi_from_alignment(k[0], k[1]) for k in kps]
+        return self._verified(self._landmarks(pyr, rois, scores, self.refine))
+
+    def regions(self, width: int, height: int) -> list[tuple[float, float, float, float]]:
+        """Every detector pass's region (x0, y0, x1, y1) px: the whole image, then the tiles."""
+        return [(0.0, 0.0, float(width), float(height))] + tile_regions(width, height, self.min_person,
+                                                                        self.tile_overlap)
+
+    def _detector_model(self) -> bp.TfliteModel:
+        if self._det_model is None:
+            from deforhmr_model.files.weights import require_file
+            path = require_file(str(self._detector_path or "pose_detection.tflite"))
+            self._det_model = bp.TfliteModel(path, self.num_threads)
+        return self._det_model
 
     def _detect_regions(self, pyr: bp.ImagePyramid, regions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Detector on every region; merged boxes (M, 4), alignment keypoints (M, 4, 2), scores (M,), px."""
-        det, _ = self._models()
+        det = self._detector_model()
         tiles, affines = zip(*(pyr.letterbox(r, bp.DET_SIZE) for r in regions))
         raw_boxes, raw_scores = [], []
         for i in range(0, len(tiles), BATCH):
@@ -193,40 +269,27 @@ class BlazePoseDetector:
             all_s.append(s)
         return bp.weighted_merge(np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s))
 
-    def _landmarks(self, pyr: bp.ImagePyramid, rois: list[bp.Roi], scores, refine: bool) -> list[Detection]:
-        """Landmark model on each ROI (batched), optionally once more on the refined ROIs."""
-        if not rois:
-            return []
-        lms, presence, masks = self._run_landmarks(pyr, rois)
-        if refine:
-            rois = [bp.roi_from_alignment(lm[bp.AUX_HIP_CENTER, :2], lm[bp.AUX_SCALE_POINT, :2]) for lm in lms]
-            lms, presence, masks = self._run_landmarks(pyr, rois)
-        people = []
-        for i, roi in enumerate(rois):
-            score = float(scores[i]) if scores is not None else float(presence[i])
-            people.append(_make_detection(lms[i], masks[i], score, float(presence[i]), roi, pyr.size))
-        if scores is not None:
-            people.sort(key=lambda d: -d.score)
-        return people
 
-    def _run_landmarks(self, pyr: bp.ImagePyramid, rois: list[bp.Roi]):
-        """Landmarks (N, 39, 5) (x px, y px, visibility, presence, heatmap confidence),
-        pose presence (N,) and, per ROI, the person-mask pixels (M, 2) px."""
-        _, lm_model = self._models()
-        affines = [roi.crop_to_image(bp.LM_SIZE) for roi in rois]
-        crops = np.stack([pyr.warp(a, bp.LM_SIZE) for a in affines]).astype(np.float32) / 255.0
-        chunks = [bp.split_landmark_outputs(lm_model.run(crops[i:i + BATCH]))
-                  for i in range(0, len(crops), BATCH)]
-        raw, flag, heat, seg = (np.concatenate(parts) for parts in zip(*chunks))
-        out = bp.decode_landmarks(raw, heat)                       # u, v in crop units [0, 1]
-        masks = []
-        for i, roi in enumerate(rois):
-            out[i, :, :2] = bp.landmarks_to_image(out[i, :, :2], roi.crop_to_image(1))
-            masks.append(bp.mask_points(seg[i], affines[i]))
-        return out, flag.reshape(-1).astype(np.float64), masks     # the flag is a probability already
+DETECTORS = ("movenet", "blazepose")
 
 
-def tile_regions(width: int, height: int, min_person: float = 0.3, overlap: float = 0.4,
+def make_detector(name: str = "movenet", **options) -> LandmarkDetector:
+    """A shipped detector by name: ``"movenet"`` (default: tiled MoveNet MultiPose +
+    BlazePose landmarks, :class:`deforhmr_model.people.movenet.MoveNetDetector`) or
+    ``"blazepose"`` (BlazePose's own detector, tiled: :class:`BlazePoseDetector`).
+    ``options`` go to the class (threshold, max_people, min_person, refine, num_threads, ...).
+    Raises ValueError for an unknown name.
+    """
+    key = str(name).lower()
+    if key == "movenet":
+        from deforhmr_model.people.movenet import MoveNetDetector
+        return MoveNetDetector(**options)
+    if key == "blazepose":
+        return BlazePoseDetector(**options)
+    raise ValueError(f"unknown detector {name!r}; use one of {', '.join(DETECTORS)}")
+
+
+def tile_regions(width: int, height: int, min_person: float = DEFAULT_MIN_PERSON, overlap: float = 0.4,
                  fit: tuple[float, float] = (1.25, 2.5)) -> list[tuple[float, float, float, float]]:
     """Tiles (x0, y0, x1, y1) px for the detector passes after the whole-image pass.
 
@@ -262,6 +325,15 @@ def tile_regions(width: int, height: int, min_person: float = 0.3, overlap: floa
     return regions
 
 
+def same_roi(a: bp.Roi, b: bp.Roi, tol: float = ROI_TOLERANCE) -> bool:
+    """Whether two landmark ROIs would crop nearly the same: centres within ``tol`` x the
+    side, sides within a factor 1 + ``tol``, rotations within ``tol`` radians (~6 deg at 0.1)."""
+    d_center = float(np.linalg.norm(np.asarray(a.center) - np.asarray(b.center)))
+    d_rot = abs(math.remainder(a.rotation - b.rotation, 2 * math.pi))
+    ratio = max(a.size, b.size) / max(min(a.size, b.size), 1e-6)
+    return d_center <= tol * max(a.size, b.size) and ratio <= 1 + tol and d_rot <= tol
+
+
 def dedup(people: list[Detection]) -> list[Detection]:
     """Keep the first (best) of detections of the same person: box IoU > :data:`DEDUP_IOU`,
     or median COCO-keypoint distance < :data:`DEDUP_KEYPOINT_DIST` x sqrt(box area)."""
@@ -272,8 +344,8 @@ def dedup(people: list[Detection]) -> list[Detection]:
     return kept
 
 
-def keypoints_for_boxes(image: np.ndarray, boxes, detector: BlazePoseDetector | None = None) -> list[Detection]:
-    """:meth:`BlazePoseDetector.keypoints_for_boxes` on ``detector`` (default: one shared instance)."""
+def keypoints_for_boxes(image: np.ndarray, boxes, detector: LandmarkDetector | None = None) -> list[Detection]:
+    """:meth:`LandmarkDetector.keypoints_for_boxes` on ``detector`` (default: one shared instance)."""
     global _SHARED
     if detector is None:
         _SHARED = _SHARED or BlazePoseDetector()
@@ -329,14 +401,15 @@ def landmark_box(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- helpers
 def _make_detection(lm: np.ndarray, mask_xy: np.ndarray, score: float, presence: float, roi: bp.Roi,
-                    size) -> Detection:
+                    size, world: np.ndarray | None = None) -> Detection:
     body = lm[: bp.NUM_BODY]
     kps = body[:, :3].astype(np.float32)
     inside = (body[:, 0] >= 0) & (body[:, 0] < size[0]) & (body[:, 1] >= 0) & (body[:, 1] < size[1])
     quality = float(body[inside, 4].mean()) if inside.any() else 0.0
     return Detection(bbox=body_box(kps, mask_xy, size), score=score, keypoints=kps,
                      keypoints_coco=kps[list(COCO_FROM_BLAZEPOSE)].copy(), presence=presence,
-                     quality=quality, roi=np.array([*roi.center, roi.size, roi.rotation], np.float32))
+                     quality=quality, roi=np.array([*roi.center, roi.size, roi.rotation], np.float32),
+                     world_landmarks=world)
 
 
 def _grid(width: int, height: int, side: float, overlap: float) -> list[tuple[float, float, float, float]]:
