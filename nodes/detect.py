@@ -19,7 +19,7 @@ def _pipeline(model):
     if _PIPELINE is None:
         from deforhmr_model.pipeline import HMRPipeline
         with host.autograd_allowed():
-            _PIPELINE = HMRPipeline()
+            _PIPELINE = HMRPipeline(model="none")   # detection only: never loads a network
     return _PIPELINE
 
 

@@ -230,7 +230,7 @@ def test_movenet_finds_the_annotated_people(coco_crowd):
 def test_pipeline_cli_and_node_paths_use_movenet(coco_crowd, tmp_path):
     from deforhmr_model.pipeline import HMRPipeline
     image, gt_boxes, _ = coco_crowd
-    pipe = HMRPipeline()
+    pipe = HMRPipeline(model="none")
     assert isinstance(pipe.detector, mn.MoveNetDetector) and pipe.detector.min_person == 0.2
     dets = pipe.detect(image)
     assert (bp.box_iou(gt_boxes, np.stack([d.bbox for d in dets]).astype(float)).max(1) >= 0.5).all()
