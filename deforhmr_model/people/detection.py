@@ -1,12 +1,21 @@
-"""Person detection and 2D body keypoints without downloads: BlazePose behind a small protocol.
+"""Person detection and 2D body keypoints without downloads, behind a small protocol.
 
-``BlazePoseDetector().detect(image)`` finds the people in an RGB photo and returns, per
-person, a body box, the 33 BlazePose landmarks and the COCO-17 keypoints picked from them
-(:class:`Detection`). ``keypoints_for_boxes(image, boxes)`` skips detection and runs the
-landmark model on user-given person boxes. Any object with the same ``detect`` method
-(:class:`PersonDetector`) can replace the BlazePose detector in the pipeline.
+Any object with a ``detect(image) -> list[Detection]`` method (:class:`PersonDetector`)
+can serve the pipeline. The shipped ones share :class:`LandmarkDetector` (the BlazePose
+landmark model on each person's ROI: 33 landmarks, 3D world landmarks, person mask;
+verification; duplicates) and differ in how they find people; :func:`make_detector`
+builds them by name:
 
-How people are found (model details, and the MediaPipe graphs this follows, are in
+* ``"movenet"`` (default): tiled MoveNet MultiPose Lightning,
+  :class:`deforhmr_model.people.movenet.MoveNetDetector`.
+* ``"blazepose"``: BlazePose's own detector, tiled, :class:`BlazePoseDetector` (below).
+
+Each returns, per person, a body box, the 33 BlazePose landmarks, the COCO-17 keypoints
+and the world landmarks (:class:`Detection`). ``keypoints_for_boxes(image, boxes)`` skips
+detection and runs the landmark model on user-given person boxes.
+
+BlazePose's detector: how people are found (model details
+, and the MediaPipe graphs this follows, are in
 :mod:`deforhmr_model.people.blazepose`):
 
 1. **Detector passes.** The 224x224 BlazePose detector reliably finds people whose extent
