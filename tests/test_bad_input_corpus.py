@@ -294,3 +294,33 @@ def test_non_finite_network_output_is_an_error_for_that_person_only(photos, capl
     det = Person(np.array([200, 50, 400, 400], np.float32), 0.9, np.zeros((17, 3), np.float32))
     result = pipe.recover([image], [[det]])[0]
     assert result.people == [] and "NaN/inf for 1 of 1 person(s)" in caplog.text
+
+
+def test_two_runs_writing_one_stem_leave_one_complete_set(tmp_path, monkeypatch):
+    """Concurrent writers of the same stem (threads here; the lock is on the folder, so processes
+    behave the same): the folder ends with exactly one writer's set, never a mix. Renames are
+    slowed down to widen the race (without the lock about 3 in 10 rounds end mixed)."""
+    import threading
+    import time
+    from deforhmr_model.files.output_set import stem_outputs, write_output_set
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (time.sleep(0.005), real_replace(a, b))[1])
+    sets = {"four": ["p.npz", "p.json"] + [f"p_person{k}.obj" for k in range(4)], "one": ["p.npz", "p_person0.obj"]}
+
+    def writer(tag):
+        def write(folder):
+            paths = []
+            for n in sets[tag]:
+                (folder / n).write_text(tag)
+                paths.append(folder / n)
+            return paths
+        return write
+    for _ in range(12):
+        threads = [threading.Thread(target=write_output_set, args=(tmp_path, "p", writer(t))) for t in sets]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        names = [p.name for p in stem_outputs(tmp_path, "p")]
+        tags = {p.read_text() for p in stem_outputs(tmp_path, "p")}
+        assert len(tags) == 1 and sorted(names) == sorted(sets[tags.pop()]), names
