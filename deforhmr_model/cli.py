@@ -3,7 +3,7 @@
 ``deforhmr infer INPUT... -o OUTDIR`` writes, per image ``<stem>``:
 ``<stem>.npz`` + ``<stem>.json`` (result file, see :mod:`deforhmr_model.files.result`),
 ``<stem>_person<k>.obj`` (one per person), ``<stem>.glb`` (all people, skinned, with
-armatures) and ``<stem>_overlay.png``. A video file (``.mp4``, ``.mov``, ``.webm``, ``.avi``,
+armatures) and ``<stem>_overlay.png`` (or ``.jpg``, ``--overlay-format``). A video file (``.mp4``, ``.mov``, ``.webm``, ``.avi``,
 ...), or the images of the inputs with ``--sequence``, is one sequence
 (:mod:`deforhmr_model.video.sequence`): ``<stem>.npz`` + ``.json`` (sequence result),
 ``<stem>.glb`` (animated, one rig per track), ``<stem>_track<id>.bvh`` and ``<stem>_overlay.mp4``. Every file is written to a temporary name
@@ -23,6 +23,7 @@ from deforhmr_model.cli_errors import UsageError, guard
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 FORMATS = ("npz", "obj", "glb", "overlay", "bvh")  # obj: photos only; bvh: sequences only
+OVERLAY_FORMATS = ("png", "jpg")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     in its own guard first (``deforhmr train``/``eval``: prefix and exit status 1)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(message)s")
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     logging.getLogger("deforhmr.device").setLevel(logging.INFO)  # one line: which device "auto" chose
+    if verbose:  # third-party native INFO lines (LiteRT's delegate message) only with -v
+        logging.getLogger("deforhmr.native").setLevel(logging.INFO)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
@@ -58,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="2D pose-guided refinement after the network (default off)")
     inf.add_argument("--formats", default=",".join(FORMATS),
                      help=f"comma-separated outputs among {','.join(FORMATS)} (default all)")
+    inf.add_argument("--overlay-format", choices=OVERLAY_FORMATS, default="png",
+                     help="overlay picture format (default png, lossless; jpg is ~10x smaller on big photos)")
+    inf.add_argument("--overlay-max-side", type=int, default=0, metavar="PX",
+                     help="scale the overlay down so its longer side is at most PX pixels (default 0: "
+                          "the photo's own size)")
     inf.add_argument("--max-people", type=int, default=None, help="at most this many people per image")
     inf.add_argument("--detector", choices=("movenet", "blazepose"), default="movenet",
                      help="person detector (both shipped): movenet = MoveNet MultiPose, tiled, + BlazePose "
@@ -118,7 +126,7 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
     """Files to process and one-line problems for inputs that match nothing.
 
     Folders give their image files (:data:`IMAGE_SUFFIXES`), without hidden files and without
-    this product's ``*_overlay.png`` outputs; other files there are counted in one notice line.
+    this product's ``*_overlay.png``/``.jpg`` outputs; other files there are counted in one notice line.
     Files named explicitly are always tried."""
     from deforhmr_model.files.output_set import is_output_name
     files, problems = [], []
@@ -131,7 +139,7 @@ def expand_inputs(patterns: list[str]) -> tuple[list[Path], list[str]]:
                 problems.append(f"{pat}: folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
             elif len(found) < len(entries):
                 print(f"{pat}: ignoring {len(entries) - len(found)} file(s) that are not photos "
-                      f"(other types, or *_overlay.png outputs)", file=sys.stderr)
+                      f"(other types, or *_overlay.png/.jpg outputs)", file=sys.stderr)
             files.extend(found)
         elif p.is_file():
             files.append(p)
@@ -176,6 +184,8 @@ def _cmd_infer(args) -> int:
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise UsageError(f"--formats: unknown {bad or formats}; choose among {','.join(FORMATS)}")
+    if args.overlay_max_side < 0:
+        raise UsageError(f"--overlay-max-side {args.overlay_max_side}: must be 0 (full size) or a number of pixels")
     if not 0.0 < args.min_person <= 1.0:
         raise UsageError(f"--min-person {args.min_person}: must be in (0, 1]")
     if args.det_threshold is not None and not 0.0 <= args.det_threshold <= 1.0:
@@ -254,7 +264,8 @@ def _cmd_infer(args) -> int:
             continue
         stem = _unique_stem(path.stem, stems)
         try:
-            written = write_outputs(result, image, out, stem, formats)
+            written = write_outputs(result, image, out, stem, formats, args.overlay_format,
+                                    args.overlay_max_side)
         except (OSError, ValueError) as e:
             tqdm.write(f"failed to write outputs for {path} (none kept): {_one_line(e)}", file=sys.stderr)
             failed += 1
@@ -311,18 +322,23 @@ def _unique_stem(stem: str, used: set[str]) -> str:
     return cand
 
 
-def write_outputs(result, image, out: Path, stem: str, formats) -> list[Path]:
+def write_outputs(result, image, out: Path, stem: str, formats, overlay_format: str = "png",
+                  overlay_max_side: int = 0) -> list[Path]:
     """Write the requested outputs for one image as one set (:mod:`deforhmr_model.files.output_set`:
-    all or nothing; the stem's earlier outputs not in the new set are removed); returns the paths."""
+    all or nothing; the stem's earlier outputs not in the new set are removed); returns the paths.
+    The overlay is ``<stem>_overlay.png`` or ``.jpg`` (``overlay_format``), its longer side at most
+    ``overlay_max_side`` pixels (0: the photo's size)."""
     from deforhmr_model.files.export import export_result
     from deforhmr_model.files.output_set import write_output_set
 
     def write(folder: Path) -> list[Path]:
         written = export_result(result, folder, stem, [f for f in formats if f not in ("overlay", "bvh")])
         if "overlay" in formats:
-            from deforhmr_model.files.image_io import save_png
+            from deforhmr_model.files.image_io import fit_max_side, save_jpeg, save_png
             from deforhmr_model.files.render import render_overlay
-            written.append(save_png(folder / f"{stem}_overlay.png", render_overlay(image, result).overlay))
+            picture = fit_max_side(render_overlay(image, result).overlay, overlay_max_side)
+            save = save_jpeg if overlay_format == "jpg" else save_png
+            written.append(save(folder / f"{stem}_overlay.{overlay_format}", picture))
         return written
     return write_output_set(out, stem, write)
 

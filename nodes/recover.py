@@ -55,14 +55,20 @@ class RecoverHumanMesh:
                         f"frame {i}: people were detected on a {size[0]}x{size[1]} image but image is "
                         f"{f.shape[1]}x{f.shape[0]}; connect the same IMAGE to both nodes")
         pipe = model.ready()
-        pbar = host.progress_bar(len(frames))
+        # one step per frame and stage (detection when no people input, then recovery), so that a
+        # single photo also shows progress
+        pbar = host.progress_bar(len(frames) * (1 if people is not None else 2))
         results = []
         step = int(frames_per_batch)
         for start in range(0, len(frames), step):
             host.check_interrupted()
             chunk = frames[start:start + step]
-            dets = (people.frames[start:start + step] if people is not None
-                    else [pipe.detect(f) for f in chunk])
+            if people is not None:
+                dets = people.frames[start:start + step]
+            else:
+                dets = [pipe.detect(f) for f in chunk]
+                pbar.update(len(chunk))
+                host.check_interrupted()
             # ComfyUI runs nodes in inference mode; only the keypoint fit (no network) needs autograd
             cams = [choose_camera(f.shape[1], f.shape[0], float(focal_length_px) or None,
                                   float(field_of_view) or None) for f in chunk]

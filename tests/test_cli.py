@@ -168,3 +168,24 @@ def test_detector_option(photos, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as e:                      # argparse: one usage line naming the choices
         _run(capsys, photos / "skates.png", "-o", tmp_path, "--detector", "yolo")
     assert e.value.code == 2 and "movenet" in capsys.readouterr().err
+
+
+def test_overlay_format_and_max_side(photos, tmp_path, capsys):
+    """Huge photos: a JPEG overlay scaled to a max side; a later PNG run replaces it (same output
+    set), and a folder input never takes an overlay for a photo."""
+    photo = photos / "coco" / "000000000785.jpg"
+    code, _, err = _run(capsys, photo, "-o", tmp_path, "--formats", "npz,overlay", "--overlay-format", "jpg",
+                        "--overlay-max-side", "320")
+    assert code == 0, err
+    jpg = tmp_path / "000000000785_overlay.jpg"
+    with Image.open(jpg) as im:
+        w, h = Image.open(photo).size
+        assert im.format == "JPEG" and max(im.size) == 320 and abs(im.size[0] / im.size[1] - w / h) < 0.01
+    code, _, err = _run(capsys, photo, "-o", tmp_path, "--formats", "npz,overlay")
+    assert code == 0, err
+    assert not jpg.exists() and (tmp_path / "000000000785_overlay.png").is_file()  # today's default
+    code, _, err = _run(capsys, photo, "-o", tmp_path, "--formats", "npz", "--overlay-max-side", "-1")
+    assert code != 0 and "--overlay-max-side" in err and "Traceback" not in err
+    from deforhmr_model.files.output_set import is_output_name
+    assert is_output_name("a_overlay.jpg") and is_output_name("a_overlay.png") and not is_output_name("a.jpg")
+    _no_partial_files(tmp_path)

@@ -685,3 +685,28 @@ def test_image_batch_as_a_video_gives_an_animated_glb_bvh_and_track_ids(pack, ph
     assert done["9"]["ui"]["result"][0] == model_file
     overlay = done["10"]["outputs"][0]
     assert overlay.shape[0] == 3 and len(done["11"]["ui"]["images"]) == 3
+
+
+def test_single_photo_progress_moves_per_stage(pack, one_photo_run, monkeypatch):
+    """Recover Human Mesh without a people input: ComfyUI's bar advances after detection and after
+    recovery, so even one photo shows progress."""
+    module, _ = pack
+    done, _, _ = one_photo_run
+    host = sys.modules[module.__name__ + ".nodes.host"]
+    bars = []
+
+    class Recorder:
+        def __init__(self, total):
+            self.total, self.steps = total, []
+            bars.append(self)
+
+        def update(self, n):
+            self.steps.append(n)
+
+    monkeypatch.setattr(host, "progress_bar", Recorder)
+    recover = module.NODE_CLASS_MAPPINGS["DeforHMRRecover"]()
+    model, image = done["2"]["outputs"][0], done["1"]["outputs"][0]
+    with torch.inference_mode():
+        (results,) = recover.recover(model, image)
+    assert results[0].people
+    assert [(b.total, b.steps) for b in bars] == [(2, [1, 1])]

@@ -394,3 +394,25 @@ def test_huge_photo_one_person(default_detector):
     assert (d.bbox[3] - d.bbox[1]) > 0.3 * image.shape[0]           # full-resolution pixel units
     inside = (d.keypoints_coco[:, 0] >= d.bbox[0] - 1) & (d.keypoints_coco[:, 0] <= d.bbox[2] + 1)
     assert inside.mean() > 0.8
+
+
+_NATIVE_RUN = """
+import logging, sys
+import numpy as np
+from deforhmr_model.files.weights import require_file
+from deforhmr_model.people.blazepose import NATIVE_LOG, TfliteModel
+if sys.argv[1] == "verbose":
+    NATIVE_LOG.setLevel(logging.INFO)
+print("python stderr still works", file=sys.stderr)
+TfliteModel(require_file("pose_detection.tflite"), 1).run(np.zeros((1, 224, 224, 3), np.float32))
+"""
+
+
+def test_litert_info_lines_only_when_verbose():
+    import subprocess
+    import sys
+    runs = {mode: subprocess.run([sys.executable, "-c", _NATIVE_RUN, mode], capture_output=True, text=True,
+                                 timeout=120) for mode in ("quiet", "verbose")}
+    assert all(r.returncode == 0 for r in runs.values()), {m: r.stderr for m, r in runs.items()}
+    assert "XNNPACK" not in runs["quiet"].stderr and "python stderr still works" in runs["quiet"].stderr
+    assert "XNNPACK" in runs["verbose"].stderr

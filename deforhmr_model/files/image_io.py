@@ -211,6 +211,31 @@ def save_png(path, rgb: np.ndarray) -> Path:
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
+def save_jpeg(path, rgb: np.ndarray, quality: int = 90) -> Path:
+    """Write an HxWx3 (or HxW) uint8 image as baseline JPEG (``quality`` 1..95), atomically.
+
+    Raises OSError when the folder is not writable; nothing partial is left behind.
+    """
+    import io
+
+    from deforhmr_model.files.atomic import atomic_write
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=int(quality))
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def fit_max_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """``rgb`` (HxWx3 uint8) scaled down (area filter) so that its longer side is at most
+    ``max_side`` pixels, aspect kept; unchanged when already small enough or ``max_side`` <= 0."""
+    h, w = rgb.shape[:2]
+    if max_side <= 0 or max(h, w) <= max_side:
+        return rgb
+    import cv2
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
 # ----------------------------------------------------------------------------- EXIF camera
 _EXIF_IFD = 0x8769
 _TAG_FOCAL_LENGTH = 0x920A

@@ -1,7 +1,7 @@
 """One image's output files as a set: written whole, replacing the previous set of its stem.
 
 The rule (README "Output files"): for an image written as ``<stem>``, its outputs
-(``<stem>.npz``, ``<stem>.json``, ``<stem>.glb``, ``<stem>_person<k>.obj``, ``<stem>_overlay.png``)
+(``<stem>.npz``, ``<stem>.json``, ``<stem>.glb``, ``<stem>_person<k>.obj``, ``<stem>_overlay.png``/``.jpg``)
 are first written into a hidden staging folder inside the output folder; only when every file
 of the set is written are they moved into place (renames, same file system), and then that
 stem's earlier outputs that the new set does not contain are removed (e.g. the
@@ -12,7 +12,7 @@ step holds an exclusive lock on the output folder (POSIX ``flock``), so two runs
 same stem at once leave one run's complete set, never a mix.
 
 Folder inputs skip these files (:func:`is_output_name`), so re-running on an output folder does
-not treat ``*_overlay.png`` as a new photo.
+not treat ``*_overlay.png``/``.jpg`` as a new photo.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 def stem_outputs(folder: str | os.PathLike, stem: str) -> list[Path]:
     """The files in ``folder`` that are outputs of ``stem`` (by name; see the module rule)."""
     folder = Path(folder)
-    pat = re.compile(re.escape(stem) + r"(?:_person\d+\.obj|_overlay\.png|\.npz|\.json|\.glb)")
+    pat = re.compile(re.escape(stem) + r"(?:_person\d+\.obj|_overlay\.(?:png|jpg)|\.npz|\.json|\.glb)")
     try:
         return sorted(p for p in folder.iterdir() if pat.fullmatch(p.name) and p.is_file())
     except OSError:
@@ -35,8 +35,8 @@ def stem_outputs(folder: str | os.PathLike, stem: str) -> list[Path]:
 
 
 def is_output_name(name: str) -> bool:
-    """True for an ``*_overlay.png`` file name: an overlay this product wrote, not a photo."""
-    return name.lower().endswith("_overlay.png")
+    """True for an ``*_overlay.png`` / ``*_overlay.jpg`` file name: an overlay this product wrote, not a photo."""
+    return name.lower().endswith(("_overlay.png", "_overlay.jpg"))
 
 
 def write_output_set(folder: str | os.PathLike, stem: str,

@@ -46,7 +46,11 @@ Deviations from MediaPipe, and why:
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import sys
 from dataclasses import dataclass
 
 import cv2
@@ -364,6 +368,34 @@ def _sigmoid(x):
 
 
 # ----------------------------------------------------------------------------- interpreters
+NATIVE_LOG = logging.getLogger("deforhmr.native")  # set to INFO (``deforhmr -v``) to see LiteRT's own lines
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet():
+    """Silence what native code writes to file descriptor 2 (LiteRT's "INFO: Created TensorFlow Lite
+    XNNPACK delegate for CPU." on every interpreter) unless ``NATIVE_LOG`` is set to INFO or lower.
+    Python's own ``sys.stderr`` output is flushed first; descriptors work the same on Windows."""
+    level = NATIVE_LOG.level
+    if level != logging.NOTSET and level <= logging.INFO:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no descriptor 2 (embedded hosts): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class TfliteModel:
     """A LiteRT interpreter created on first use; runs batches (resizing the input when its
     shape changes: keep one shape per instance, resizing re-allocates)."""
@@ -378,7 +410,8 @@ class TfliteModel:
         if self._interp is None:
             from ai_edge_litert.interpreter import Interpreter  # heavy import, done once
             self._interp = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
-            self._interp.allocate_tensors()
+            with _native_stderr_quiet():
+                self._interp.allocate_tensors()
             self._shape = tuple(int(v) for v in self._interp.get_input_details()[0]["shape"])
         return self._interp
 
@@ -389,7 +422,8 @@ class TfliteModel:
         detail = it.get_input_details()[0]
         if tuple(batch.shape) != self._shape:
             it.resize_tensor_input(detail["index"], list(batch.shape))
-            it.allocate_tensors()
+            with _native_stderr_quiet():
+                it.allocate_tensors()
             self._shape = tuple(batch.shape)
         it.set_tensor(detail["index"], np.ascontiguousarray(batch, detail["dtype"]))
         it.invoke()
