@@ -21,7 +21,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from . import convert
+from . import convert, placement
 from .reader import CameraData, PersonData, ResultFrame
 
 BONE_LENGTH_M = 0.1  # bones point along the body's +Y (up); their length is cosmetic
@@ -41,6 +41,7 @@ class ImportSettings:
     up: str = "Z"                          # one of convert.UP_AXES
     create_camera: bool = True
     frame_start: int = 1                   # scene frame of the first result of a sequence
+    placement: str = "CAMERA"              # one of placement.PLACEMENTS
 
 
 @dataclass
@@ -71,10 +72,16 @@ def import_results(scene, frames: list[ResultFrame], settings: ImportSettings,
             frame_no, first = track[0]
             arm = _build_rig(summary.collection, body, first, settings, created)
             arm["deforhmr_source"] = frames[frame_no].path
+            place = None
+            if settings.placement == "GROUND":
+                place = placement.ground_transform(first, body, frames[frame_no].ground_plane,
+                                                   settings.up, settings.scale)
+                arm.rotation_mode = "QUATERNION"
+                arm.rotation_quaternion = Matrix(place[0].tolist()).to_quaternion()
             if len(frames) == 1:
-                _pose(arm, first, body.joint_names, settings)
+                _pose(arm, first, body.joint_names, settings, place=place)
             else:
-                _animate(arm, track, body.joint_names, settings)
+                _animate(arm, track, body.joint_names, settings, place)
             summary.armatures.append(arm)
         if settings.create_camera:
             summary.camera = _build_camera(summary.collection, frames[0].camera, settings,
@@ -172,13 +179,17 @@ def _build_mesh(name: str, body, person: PersonData, settings: ImportSettings,
 
 
 def _pose(arm, person: PersonData, names: tuple[str, ...], settings: ImportSettings,
-          previous=None) -> list:
+          previous=None, place=None) -> list:
     """Set location and bone quaternions of ``arm`` from ``person``; returns the quaternions.
 
-    ``previous`` (quaternions of the last key) flips signs for smooth interpolation.
+    ``previous`` (quaternions of the last key) flips signs for smooth interpolation; ``place``
+    (``(R, shift)`` of :func:`.placement.ground_transform`) moves the rig: world' = R world - shift
+    (the object's rotation is R).
     """
-    arm.location = convert.root_location(person.transl, person.rest_joints[0],
-                                         settings.up, settings.scale).tolist()
+    location = convert.root_location(person.transl, person.rest_joints[0], settings.up, settings.scale)
+    if place is not None:
+        location = place[0] @ location - place[1]
+    arm.location = location.tolist()
     rotations = [convert.root_rotation(person.global_orient), *person.body_pose]
     quats = []
     for j, (name, rot) in enumerate(zip(names, rotations)):
@@ -191,15 +202,25 @@ def _pose(arm, person: PersonData, names: tuple[str, ...], settings: ImportSetti
     return quats
 
 
-def _animate(arm, track: list, names: tuple[str, ...], settings: ImportSettings) -> None:
-    """Keyframe location and bone quaternions on each frame where the person appears."""
+def _animate(arm, track: list, names: tuple[str, ...], settings: ImportSettings, place) -> None:
+    """Keyframe location and bone quaternions on each frame where the person appears.
+
+    The rig gets its own action, named after it, which Blender's FBX export (default options:
+    "All Actions") gives to this rig only: besides the transforms it keys a custom property that
+    only this rig has (``deforhmr_take_P<index>``), so the action's channels do not all resolve
+    on another rig and the exporter does not try it there (two rigs would otherwise export four
+    cross-combined takes)."""
+    take = f"deforhmr_take_{arm.name.removeprefix('DeforHMR_')}"
+    arm[take] = 1.0
     previous = None
     for frame_no, person in track:
         frame = settings.frame_start + frame_no
-        previous = _pose(arm, person, names, settings, previous)
+        previous = _pose(arm, person, names, settings, previous, place)
         arm.keyframe_insert("location", frame=frame, group="Object Transforms")
+        arm.keyframe_insert(f'["{take}"]', frame=frame, group="Object Transforms")
         for name in names:
             arm.pose.bones[name].keyframe_insert("rotation_quaternion", frame=frame, group=name)
+    arm.animation_data.action.name = f"{arm.name}_motion"
 
 
 class _edit_mode:

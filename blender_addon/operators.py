@@ -28,7 +28,7 @@ class IMPORT_SCENE_OT_deforhmr(bpy.types.Operator, ImportHelper, ImportOptions):
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
-        for key in ("people", "scale", "up_axis", "create_camera", "sequence"):
+        for key in ("people", "scale", "up_axis", "placement", "create_camera", "sequence"):
             layout.prop(self, key)
         if self.sequence or len(self.files) > 1:
             layout.prop(self, "frame_start")
@@ -63,7 +63,7 @@ class IMPORT_SCENE_OT_deforhmr(bpy.types.Operator, ImportHelper, ImportOptions):
 
 def import_files(context, paths: list[os.PathLike], *, people: str = "all", scale: float = 1.0,
                  up_axis: str = "Z", create_camera: bool = True, sequence: bool = False,
-                 frame_start: int = 1) -> builder.ImportSummary:
+                 frame_start: int = 1, placement: str = "CAMERA") -> builder.ImportSummary:
     """Read ``paths`` (one still, or the frames of a sequence) and build them into the scene.
 
     ``sequence`` only chooses which files the operator collects; more than one path is
@@ -73,7 +73,7 @@ def import_files(context, paths: list[os.PathLike], *, people: str = "all", scal
     settings = builder.ImportSettings(
         people=reader.parse_people(people),
         scale=convert.blender_units_per_metre(scale, context.scene.unit_settings.scale_length),
-        up=up_axis, create_camera=create_camera, frame_start=frame_start)
+        up=up_axis, create_camera=create_camera, frame_start=frame_start, placement=placement)
     if context.mode != "OBJECT" and bpy.ops.object.mode_set.poll():
         bpy.ops.object.mode_set(mode="OBJECT")
     first = Path(paths[0])

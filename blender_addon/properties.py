@@ -32,6 +32,14 @@ class ImportOptions:
         description="Add the photo's camera (focal length, principal point, image size as "
                     "scene resolution) with the photo as background image, and make it "
                     "the scene camera")
+    placement: EnumProperty(
+        name="Placement", default="CAMERA", items=(
+            ("CAMERA", "As Photographed", "Each body where the photo's camera saw it (camera at the origin)"),
+            ("GROUND", "At Origin, on Ground", "Each body at the world origin with its feet on the ground "
+             "(the result's ground plane, else its lowest foot point); no camera distance baked in, for "
+             "FBX/game-engine export. A sequence keeps its motion (first frame's placement)"),
+        ),
+        description="Where each body goes")
     sequence: BoolProperty(
         name="Image Sequence", default=False,
         description="Import every result (.npz) in the file's folder, in name order, as "
@@ -50,4 +58,4 @@ class DeforHMRSceneSettings(ImportOptions, bpy.types.PropertyGroup):
                     "or the folder itself")
 
 
-OPTION_KEYS = ("people", "scale", "up_axis", "create_camera", "sequence", "frame_start")
+OPTION_KEYS = ("people", "scale", "up_axis", "placement", "create_camera", "sequence", "frame_start")

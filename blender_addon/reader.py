@@ -99,6 +99,7 @@ class ResultFrame:
     camera: CameraData
     people: tuple[PersonData, ...]
     fps: float | None = None    # frames of a video sequence file: its frame rate
+    ground_plane: tuple[tuple[float, float, float], float] | None = None  # (unit normal, offset), camera frame
 
 
 def read_result(path: str | os.PathLike) -> ResultFrame:
@@ -129,7 +130,23 @@ def read_result(path: str | os.PathLike) -> ResultFrame:
         raise ResultReadError(f"{name}: metadata field {e} is missing") from None
     except (TypeError, ValueError, IndexError) as e:
         raise ResultReadError(f"{name}: {e}") from None
-    return ResultFrame(path=str(path), body=body, camera=camera, people=people)
+    return ResultFrame(path=str(path), body=body, camera=camera, people=people,
+                       ground_plane=_ground_plane(meta.get("ground_plane")))
+
+
+def _ground_plane(gp) -> tuple[tuple[float, float, float], float] | None:
+    """The optional floor of newer results: ``(normal, offset)`` when well-formed (unit normal,
+    finite offset), else None (older files, or no visible feet)."""
+    if not isinstance(gp, dict):
+        return None
+    try:
+        n = np.asarray(gp["normal"], np.float64).reshape(3)
+        d = float(gp["offset"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (np.isfinite(n).all() and np.isfinite(d)) or abs(np.linalg.norm(n) - 1.0) > 1e-3:
+        return None
+    return (float(n[0]), float(n[1]), float(n[2])), d
 
 
 def read_sequence(paths: list[str | os.PathLike]) -> list[ResultFrame]:

@@ -479,3 +479,37 @@ def test_blender_imports_pipeline_result_on_real_photo(tmp_path):
     _assert_still(report, people=len(result.people), vertices=result.lbs_weights.shape[0],
                   vertex_tol_mm=30.0)  # pose correctives (posedirs) are not in Blender
     assert report["background_image"] == str(photo.resolve())
+
+
+def test_blender_places_bodies_on_ground_and_fbx_exports_one_action_per_rig(results, tmp_path):
+    """Placement "At Origin, on Ground": without a ground plane the pelvis goes above the origin and
+    the lowest foot point to z = 0 (a sequence keeps its motion); with the result's ground plane
+    every vertex's z is its height above that floor. Blender's FBX export (default options) of a
+    two-rig sequence, imported into an empty file, holds one action per rig."""
+    import dataclasses
+    still = results["still_result"]
+    n = np.array([0.12, -0.97, 0.2])
+    n /= np.linalg.norm(n)
+    d = 0.9 - float(still.people[0].joints[0] @ n)  # first person's pelvis 0.9 m above a tilted floor
+    ground, _ = save_result(dataclasses.replace(still, ground_plane={"normal": n.tolist(), "offset": d,
+                                                                      "num_people": 2, "source": "feet"}),
+                            results["root"] / "with_ground")
+    report = run_blender("placement", {"sequence": results["sequence"], "ground": str(ground),
+                                       "tmp": str(tmp_path)}, tmp_path)
+    seq = report["sequence"]
+    assert set(seq) == {"0", "3"}
+    for person in seq.values():
+        first = person["frames"][0]
+        assert np.abs(first["pelvis"][:2]).max() < 1e-4 and first["pelvis"][2] > 0.5
+        assert abs(first["lowest"]) < 0.01, first  # feet on the ground (LBS vs rigid feet: < 1 cm)
+    p0 = [f["pelvis"][0] for f in seq["0"]["frames"]]
+    assert np.allclose(np.diff(p0), 0.1, atol=1e-4), p0  # person 0 walks +0.1 m in x per frame: kept
+    fbx = report["fbx"]
+    assert len(fbx["armatures"]) == 2 and len(fbx["actions"]) == 2, fbx
+    for rig in ("DeforHMR_P0", "DeforHMR_P3"):
+        assert sum(rig in a for a in fbx["actions"]) == 1, fbx  # one take per rig, none cross-combined
+    for index, person in report["ground"].items():
+        assert np.abs(person["pelvis"][:2]).max() < 1e-4
+        assert abs(person["pelvis"][2] - person["pelvis_height"]) < 1e-4
+        assert person["height_error_mm"] < 1.0, person
+    assert abs(report["ground"]["0"]["pelvis_height"] - 0.9) < 1e-6

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--support", type=int, default=1000, help="vertices per joint in the regressor")
     args = ap.parse_args(argv)
-    os.environ.setdefault("ANNY_CACHE_DIR", "/tmp/anny-cache")
+    os.environ.setdefault("ANNY_CACHE_DIR", str(Path(tempfile.gettempdir()) / "anny-cache"))
     t_start = time.time()
 
     import anny

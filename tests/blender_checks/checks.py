@@ -1,7 +1,7 @@
 """Checks run by ``.venv-blender/bin/python`` (real bpy): import results with the add-on,
 measure the scene, write a JSON report. Driven by ``tests/test_blender_addon.py``.
 
-Usage: python checks.py {still,sequence,video,bad,install} ARGS.json OUT.json
+Usage: python checks.py {still,sequence,video,bad,install,placement} ARGS.json OUT.json
 
 Expected positions are computed here straight from the npz with the documented axis
 change (README: OpenCV camera (x, y, z) -> Blender Z-up (x, z, -y); Y-up (x, -y, -z)),
@@ -423,8 +423,59 @@ def check_install(args: dict) -> dict:
     return out
 
 
+# --- placement and FBX -------------------------------------------------------------------
+
+def body_of(arm):
+    return next(o for o in arm.children if o.type == "MESH")
+
+
+def check_placement(args: dict) -> dict:
+    """Import with placement GROUND: a sequence (no ground plane) and a still with a ground plane;
+    measure pelvis and feet; export the sequence with Blender's default FBX options and import
+    it into an empty file."""
+    load_addon()
+    scene = bpy.context.scene
+    out = {}
+    bpy.ops.import_scene.deforhmr(filepath=args["sequence"][0], sequence=True, create_camera=False,
+                                  placement="GROUND")
+    names = load_npz(args["sequence"][0])["meta"]["body_model"]["joint_names"]
+    seq = {}
+    for index, arm in sorted(imported_armatures().items()):
+        rows = []
+        for k in range(len(args["sequence"])):
+            scene.frame_set(1 + k)
+            pelvis = posed_joints(arm, names)[0]
+            rows.append({"pelvis": pelvis.tolist(), "lowest": float(evaluated_vertices(body_of(arm))[:, 2].min())})
+        seq[str(index)] = {"frames": rows, "action": arm.animation_data.action.name}
+    out["sequence"] = seq
+    fbx = str(Path(args["tmp"]) / "two_rigs.fbx")
+    bpy.ops.export_scene.fbx(filepath=fbx)  # Blender's defaults (bake animation, all actions, NLA strips)
+    clear_scene()
+    bpy.ops.import_scene.fbx(filepath=fbx)
+    arms = [o for o in bpy.context.scene.objects if o.type == "ARMATURE"]
+    out["fbx"] = {"actions": sorted(a.name for a in bpy.data.actions),
+                  "armatures": sorted(o.name for o in arms),
+                  "assigned": sorted(o.animation_data.action.name for o in arms
+                                     if o.animation_data and o.animation_data.action)}
+    clear_scene()
+    bpy.ops.import_scene.deforhmr(filepath=args["ground"], create_camera=False, placement="GROUND")
+    data = load_npz(args["ground"])
+    gp = data["meta"]["ground_plane"]
+    n, d = np.array(gp["normal"]), float(gp["offset"])
+    ground = {}
+    for index, arm in sorted(imported_armatures().items()):
+        row = data["person_index"].tolist().index(index)
+        world = evaluated_vertices(body_of(arm))
+        heights = data["vertices"][row] @ n + d  # each vertex's height above the result's floor
+        ground[str(index)] = {"pelvis": posed_joints(arm, names)[0].tolist(),
+                              "pelvis_height": float(data["joints"][row][0] @ n + d),
+                              "height_error_mm": float(np.abs(world[:, 2] - heights).max() * 1e3)}
+    out["ground"] = ground
+    return out
+
+
 COMMANDS = {"still": check_still, "sequence": check_sequence, "video": check_video, "bad": check_bad,
-            "install": check_install}
+            "install": check_install, "placement": check_placement}
 
 if __name__ == "__main__":
     main()
