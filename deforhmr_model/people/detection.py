@@ -232,6 +232,7 @@ class BlazePoseDetector(LandmarkDetector):
         if not 0.0 <= tile_overlap < 1.0:
             raise ValueError(f"tile_overlap must be in [0, 1), got {tile_overlap}")
         self.threshold = threshold
+        self.confident_score = max(0.6, threshold)   # surely a person (trackers start tracks from here)
         self.min_person, self.tile_overlap = min_person, tile_overlap
         self._detector_path = detector_path
         self._det_model: bp.TfliteModel | None = None

@@ -226,6 +226,7 @@ class MoveNetDetector(LandmarkDetector):
             raise ValueError(f"canvas must be a multiple of 32 px, got {canvas}")
         self.threshold, self.min_person, self.tile_overlap = threshold, min_person, tile_overlap
         self.max_tiles, self.canvas, self.sure = max_tiles, canvas, sure
+        self.confident_score = sure   # a score from which a detection is surely a person (trackers start tracks)
         self.assist = None
         if assist_min_person:
             from deforhmr_model.people.detection import BlazePoseDetector

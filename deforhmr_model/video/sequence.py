@@ -125,7 +125,9 @@ def track_people(pipe, source: FrameSource, config: SequenceConfig | None = None
     cfg = config or SequenceConfig()
     fps = source.fps
     det_every = max(1, int(round(cfg.detect_every * fps))) if cfg.detect_every > 0 else 1
-    tracker = PersonTracker(max_missed=max(1, int(round(cfg.max_missed * fps))))
+    # "confident" depends on the detector's score scale (MoveNet's people score ~0.3-0.7, BlazePose's ~0.9)
+    tracker = PersonTracker(high_score=float(getattr(pipe.detector, "confident_score", 0.6)),
+                            max_missed=max(1, int(round(cfg.max_missed * fps))))
     since_detect = det_every
     for frame in source:
         image = frame.image
