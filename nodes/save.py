@@ -38,11 +38,7 @@ class SaveHumanMesh:
 
     @classmethod
     def VALIDATE_INPUTS(cls, format, filename_prefix):
-        if format not in FORMATS:
-            return f"format must be one of {', '.join(FORMATS)}, got {format!r}"
-        if not str(filename_prefix).strip():
-            return "filename_prefix is empty; give a name such as deforhmr/mesh"
-        return True
+        return check_save_inputs(format, filename_prefix, FORMATS, "deforhmr/mesh")
 
     def save(self, results, filename_prefix="deforhmr/mesh", format="glb + result"):
         from deforhmr_model.files.result import save_result
@@ -77,3 +73,12 @@ class SaveHumanMesh:
         text = "\n".join([f"saved {len(rel)} file(s):", *rel, *notes])
         # "3d": the payload core Save 3D Model (SaveGLB) sends, one {filename, subfolder, type} per GLB
         return {"ui": {"3d": meshes, "text": [text], "files": rel}, "result": (model_file,)}
+
+
+def check_save_inputs(format, filename_prefix, formats, example: str):
+    """ComfyUI ``VALIDATE_INPUTS`` of the save nodes: True, or the message naming the fix."""
+    if format not in formats:
+        return f"format must be one of {', '.join(formats)}, got {format!r}"
+    if not str(filename_prefix).strip():
+        return f"filename_prefix is empty; give a name such as {example}"
+    return True

@@ -92,11 +92,8 @@ class SaveHumanMotion:
 
     @classmethod
     def VALIDATE_INPUTS(cls, format, filename_prefix):
-        if format not in MOTION_FORMATS:
-            return f"format must be one of {', '.join(MOTION_FORMATS)}, got {format!r}"
-        if not str(filename_prefix).strip():
-            return "filename_prefix is empty; give a name such as deforhmr/motion"
-        return True
+        from .save import check_save_inputs
+        return check_save_inputs(format, filename_prefix, MOTION_FORMATS, "deforhmr/motion")
 
     def save(self, sequence, filename_prefix="deforhmr/motion", format=MOTION_FORMATS[0]):
         from deforhmr_model.video.sequence import write_sequence_outputs
