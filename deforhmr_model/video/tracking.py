@@ -64,9 +64,9 @@ class PersonTracker:
     """Assigns track ids to per-frame person detections.
 
     Args:
-        high_score: detections at least this confident are matched first and may start tracks
-            (they already passed the detector's own threshold; MoveNet scores the people of
-            the dev clips 0.49-0.58, BlazePose 0.7-0.99).
+        high_score: detections at least this confident are matched first and may start tracks;
+            the sequence job passes its detector's ``confident_score`` (MoveNet scores the
+            people of the dev clips 0.49-0.58, BlazePose 0.7-0.99).
         min_similarity: smallest accepted track-detection similarity (0..1).
         max_missed: frames a track may go unmatched before it ends (occlusions).
         velocity_smoothing: weight of the newest box motion in the velocity estimate.
