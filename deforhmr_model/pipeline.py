@@ -37,6 +37,7 @@ from deforhmr_model.people.detection import DEFAULT_MIN_PERSON, DETECTORS, make_
 from deforhmr_model.fitting.fit import FitConfig, FitInit, extremity_keypoints
 from deforhmr_model.files.image_io import load_image, read_exif_focal
 from deforhmr_model.files.result import ImageResult
+from deforhmr_model.files.weights import WeightStore
 from deforhmr_model.stages import FitStage, NetworkStage, ResultBuilder, drop_non_finite
 from deforhmr_model.stages import Person as _Person
 
@@ -83,10 +84,11 @@ class HMRPipeline:
                  min_person: float = DEFAULT_MIN_PERSON, fit_config: FitConfig | None = None,
                  dtype: torch.dtype | None = None, focal_length: float | None = None, fov: float | None = None):
         self.device = resolve_device(device)
+        self.weights = WeightStore()  # this pipeline's model-file search path (files/weights.py)
         choose_camera(640, 480, focal_length, fov)  # validate the overrides now, not per image
         self.focal_length, self.fov = focal_length, fov
         if body is None:
-            self.body_data = default_body_data()
+            self.body_data = default_body_data(store=self.weights)
         elif isinstance(body, (str, Path)):
             self.body_data = load_body_data(body)
         else:

@@ -99,13 +99,26 @@ def model_folders(name: str) -> list[Path]:
         return []
 
 
+_STORE = None
+
+
+def weight_store():
+    """The node pack's :class:`deforhmr_model.files.weights.WeightStore` (the pack owns its
+    search path; it learns ComfyUI's model folders in :func:`sync_search_dirs`)."""
+    global _STORE
+    if _STORE is None:
+        from deforhmr_model.files.weights import WeightStore
+        _STORE = WeightStore()
+    return _STORE
+
+
 def sync_search_dirs() -> None:
-    """Make :mod:`deforhmr_model.files.weights` search every registered ComfyUI model folder."""
-    from deforhmr_model.files import weights
+    """Make the pack's weight store search every registered ComfyUI model folder."""
+    store = weight_store()
     for name in (CHECKPOINT_FOLDER, BODY_FOLDER):
         for p in model_folders(name):
             if p != _shipped_weights():  # deforhmr_model/weights/ is already searched, last
-                weights.add_search_dir(p)
+                store.add_dir(p)
 
 
 def list_model_files(name: str, extensions: tuple[str, ...]) -> list[str]:
@@ -120,8 +133,7 @@ def list_model_files(name: str, extensions: tuple[str, ...]) -> list[str]:
             files.update(fp.get_filename_list(name))
         except Exception:  # folder name unknown to this host
             pass
-    from deforhmr_model.files import weights
-    for d in weights.search_dirs():
+    for d in weight_store().search_dirs():
         for sub in (d, d / name):
             if sub.is_dir():
                 files.update(p.name for p in sub.iterdir() if p.is_file())
@@ -139,9 +151,8 @@ def resolve_model_file(name: str, folder: str) -> Path | None:
             full = None
         if full:
             return Path(full)
-    from deforhmr_model.files import weights
     sync_search_dirs()
-    return weights.find_file(name, subdirs=("", folder))
+    return weight_store().find(name, subdirs=("", folder))
 
 
 # ----------------------------------------------------------------------------- devices

@@ -29,9 +29,9 @@ def missing_file_message(name: str, folder: str, what: str) -> str | None:
     (the file, every folder searched, where to get it)."""
     if host.resolve_model_file(name, folder) is not None:
         return None
-    from deforhmr_model.files.weights import MissingModelFileError, require_file
+    from deforhmr_model.files.weights import MissingModelFileError
     try:
-        require_file(name, subdirs=("", folder))
+        host.weight_store().require(name, subdirs=("", folder))
     except MissingModelFileError as e:
         return f"{what} {name!r} is not installed: {e}"
     return None
@@ -95,10 +95,11 @@ class LoadDeforHMRModel:
 
     def load(self, checkpoint, body_model, device="auto", precision="auto"):
         import torch
+        from deforhmr_model.body.model import default_body_data
         from deforhmr_model.pipeline import HMRPipeline
-        from deforhmr_model.files.weights import require_file
 
         host.sync_search_dirs()
+        require_file = host.weight_store().require
         dev = host.torch_device(device)
         dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if dtype is torch.float16 and dev.type == "cpu":
@@ -114,8 +115,8 @@ class LoadDeforHMRModel:
         elif checkpoint != NO_CHECKPOINT:
             model = (host.resolve_model_file(checkpoint, host.CHECKPOINT_FOLDER)
                      or require_file(checkpoint, subdirs=("", host.CHECKPOINT_FOLDER)))
-        if body_model == BODY_AUTO:
-            body = None
+        if body_model == BODY_AUTO:  # SMPL if installed in any of the pack's folders, else the open body
+            body = default_body_data(store=host.weight_store())
         elif body_model == BODY_OPEN:
             body = host.resolve_model_file(OPEN_BODY_FILE, host.BODY_FOLDER) or require_file(OPEN_BODY_FILE)
         else:
@@ -123,7 +124,7 @@ class LoadDeforHMRModel:
                     or require_file(body_model, subdirs=("", host.BODY_FOLDER)))
         with host.autograd_allowed():
             pipe = HMRPipeline(model=str(model) if model is not None else None,
-                               body=str(body) if body is not None else None, device=dev, dtype=dtype)
+                               body=body if body_model == BODY_AUTO else str(body), device=dev, dtype=dtype)
         patcher = host.make_patcher(pipe.model, dev) if pipe.model is not None else None
         shown = checkpoint if checkpoint != AUTO_CHECKPOINT and download_name(checkpoint) is None else pipe.model_name
         label = f"{shown if model is not None else 'fit'} + {pipe.body_data.name}"

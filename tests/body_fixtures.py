@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+from deforhmr_model.body.layouts import SMPL_PARENTS
 # plausible SMPL-like T-pose joint positions (metres)
 REST_JOINTS = np.array([
     [0.00, -0.22, 0.03],                         # 0 pelvis

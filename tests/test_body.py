@@ -18,7 +18,7 @@ from deforhmr_model.body.model import (
 )
 from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
 from deforhmr_model.body.smpl_io import SMPLFileError
-from deforhmr_model.files.weights import SHIPPED_WEIGHTS, MissingModelFileError
+from deforhmr_model.files.weights import SHIPPED_WEIGHTS, MissingModelFileError, WeightStore
 
 from .body_fixtures import make_test_smpl_arrays, make_test_smpl_npz
 
@@ -268,16 +268,23 @@ def test_smpl_sized_file_gets_smpl_face_ids(tmp_path):
 def test_default_body_search(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DEFORHMR_WEIGHTS", str(tmp_path / "w"))
-    monkeypatch.setattr(body_mod._weights, "_EXTRA_DIRS", [])
-    monkeypatch.setattr(body_mod, "_notice_given", False)
-    if body_mod.find_smpl_file("neutral") is not None:
-        pytest.skip("an SMPL file is installed in the repository's deforhmr_model/weights/ folder")
+    store = WeightStore()  # the caller owns the search path and the notices given
+    assert body_mod.find_smpl_file("neutral", store) is None, \
+        "an SMPL file sits in the shipped deforhmr_model/weights/ folder: SMPL must never be shipped"
     with caplog.at_level(logging.WARNING, logger="deforhmr"):
-        d = default_body_data()
-        default_body_data()
+        d = default_body_data(store=store)
+        default_body_data(store=store)
     assert d.id == "open_body"
     notices = [r for r in caplog.records if "open body" in r.getMessage()]
     assert len(notices) == 1 and "\n" not in notices[0].getMessage()
+    with caplog.at_level(logging.WARNING, logger="deforhmr"):
+        default_body_data(store=WeightStore())  # another owner: its own notice (no process state)
+    assert len([r for r in caplog.records if "open body" in r.getMessage()]) == 2
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    make_test_smpl_npz(extra / "SMPL_NEUTRAL.npz", seed=5)
+    assert default_body_data(store=WeightStore([extra])).id == "test_smpl"
+    assert default_body_data(store=store).id == "open_body"  # a folder added elsewhere is not seen
     with pytest.raises(MissingModelFileError, match="SMPL_MALE.npz"):
         default_body_data("male")
     with pytest.raises(ValueError, match="gender"):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from deforhmr_model.fitting.fit import COCO_TO_SMPL_JOINT
+from deforhmr_model.body.layouts import COCO_TO_SMPL_JOINT
 from deforhmr_model.files.result import load_result, save_result
 
 # MPII joint order -> SMPL joint (limbs only): r_ankle, r_knee, r_hip, l_hip, l_knee, l_ankle,

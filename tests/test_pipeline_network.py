@@ -30,7 +30,7 @@ def tiny_checkpoint(tmp_path_factory):
 def _mean_reprojection(result):
     errs = []
     for p in result.people:
-        from deforhmr_model.fitting.fit import COCO_TO_SMPL_JOINT
+        from deforhmr_model.body.layouts import COCO_TO_SMPL_JOINT
         ok = p.keypoints_2d[:, 2] > 0.5
         idx = [i for i in range(5, 17) if ok[i]]
         errs.append(np.mean([np.linalg.norm(p.joints_2d[COCO_TO_SMPL_JOINT[i]] - p.keypoints_2d[i, :2])

@@ -46,6 +46,8 @@ import numpy as np
 GENERATOR_VERSION = "1.0"
 RIG, TOPOLOGY = "game_engine", "notoes"
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from deforhmr_model.body.layouts import SMPL_PARENTS  # noqa: E402  (pure data, numpy-only venvs too)
 FINGERS = [f"{f}_{i:02d}" for f in ("index", "middle", "pinky", "ring", "thumb") for i in (1, 2, 3)]
 # SMPL joint (SMPL order) -> (game_engine bone whose head is the joint, bones merged into its weights)
 RIG_TO_SMPL = [
@@ -142,7 +144,6 @@ def main(argv=None) -> int:
     return 0
 
 
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 
 
 def check_rig(bones: list[str], parents: list[int]) -> None:

@@ -26,7 +26,6 @@ SMPL data; all-zero ``posedirs`` are skipped.
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,33 +35,21 @@ import torch
 from smplx.lbs import batch_rigid_transform, blend_shapes, vertices2joints
 from torch import nn
 
+from deforhmr_model.body.layouts import (COCO17_NAMES, COCO_FACE_NAMES, COCO_LIMB_JOINTS, SMPL_JOINT_NAMES,
+                                         SMPL_PARENTS)
 from deforhmr_model.files import weights as _weights
 from deforhmr_model.body.smpl_io import NUM_BETAS, NUM_JOINTS, NUM_POSE_FEATURES, SMPLFileError, read_body_arrays, smpl_id
 
 __all__ = [
     "SMPL_JOINT_NAMES", "SMPL_PARENTS", "SMPL_FACE_VERTEX_IDS", "COCO17_NAMES", "SMPL_FILE_NAMES",
     "OPEN_BODY_FILE", "BodyModelData", "BodyOutput", "BodyModel", "load_body_data",
-    "default_body_data", "find_smpl_file", "pad_betas", "skin",
+    "default_body_data", "find_smpl_file", "pad_betas", "skin", "coco17_keypoints",
 ]
 
-SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
-)
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 # SMPL vertex ids of the face keypoints (smplx's defaults, hmr2_reference.md §5.2)
 SMPL_FACE_VERTEX_IDS = {"nose": 332, "right_eye": 6260, "left_eye": 2800, "right_ear": 4071, "left_ear": 583}
 SMPL_NUM_VERTICES = 6890
-COCO17_NAMES = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
-# COCO-17 limb keypoints 5..16 -> SMPL joint index
-_COCO_LIMB_JOINTS = (16, 17, 18, 19, 20, 21, 1, 2, 4, 5, 7, 8)
-# search order per gender; the first file found wins (folders: weights.search_dirs(), + "smpl/")
+# search order per gender; the first file found wins (folders: WeightStore.search_dirs(), + "smpl/")
 SMPL_FILE_NAMES = {
     "neutral": ("SMPL_NEUTRAL.npz", "SMPL_NEUTRAL.pkl", "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl",
                 "basicmodel_neutral_lbs_10_207_0_v1.1.0.pkl"),
@@ -72,8 +59,6 @@ SMPL_FILE_NAMES = {
                "basicmodel_f_lbs_10_207_0_v1.1.0.pkl"),
 }
 OPEN_BODY_FILE = "open_body.npz"
-_log = logging.getLogger("deforhmr")
-_notice_given = False
 
 
 @dataclass
@@ -147,38 +132,41 @@ def load_body_data(path: str | os.PathLike) -> BodyModelData:
     )
 
 
-def find_smpl_file(gender: str = "neutral") -> Path | None:
-    """The first installed SMPL file of :data:`SMPL_FILE_NAMES` for ``gender``, or None."""
+def find_smpl_file(gender: str = "neutral", store: _weights.WeightStore | None = None) -> Path | None:
+    """The first installed SMPL file of :data:`SMPL_FILE_NAMES` for ``gender`` in ``store``
+    (default: a fresh :class:`~deforhmr_model.files.weights.WeightStore`), or None."""
     if gender not in SMPL_FILE_NAMES:
         raise ValueError(f"gender must be one of {tuple(SMPL_FILE_NAMES)}, got {gender!r}")
+    store = store or _weights.WeightStore()
     for name in SMPL_FILE_NAMES[gender]:
-        found = _weights.find_file(name, subdirs=("", "smpl"))
+        found = store.find(name, subdirs=("", "smpl"))
         if found is not None:
             return found
     return None
 
 
-def default_body_data(gender: str = "neutral") -> BodyModelData:
-    """SMPL of ``gender`` if installed; for "neutral" otherwise the shipped open body.
+def default_body_data(gender: str = "neutral", store: _weights.WeightStore | None = None) -> BodyModelData:
+    """SMPL of ``gender`` if installed in ``store``'s folders; for "neutral" otherwise the
+    shipped open body.
 
-    The fallback logs one warning per process on the "deforhmr" logger.
+    The fallback logs one warning on the "deforhmr" logger per ``store`` (the caller owns it:
+    the pipeline, the node pack; without one, every call warns).
 
     Raises:
         ValueError: unknown gender.
         MissingModelFileError: male/female SMPL not installed (there is no open fallback for
             gender-specific use), or the open body file is missing from the install.
     """
-    global _notice_given
-    found = find_smpl_file(gender)
+    store = store or _weights.WeightStore()
+    found = find_smpl_file(gender, store)
     if found is not None:
         return load_body_data(found)
     if gender != "neutral":
-        _weights.require_file(SMPL_FILE_NAMES[gender][0], subdirs=("", "smpl"))  # raises with the fix
-    path = _weights.require_file(OPEN_BODY_FILE)
-    if not _notice_given:
-        _notice_given = True
-        _log.warning("No SMPL model installed (%s); using the open body %s (Apache-2.0). See deforhmr_model/weights/README.md "
-                     "to install SMPL.", SMPL_FILE_NAMES["neutral"][0], OPEN_BODY_FILE)
+        store.require(SMPL_FILE_NAMES[gender][0], subdirs=("", "smpl"))  # raises with the fix
+    path = store.require(OPEN_BODY_FILE)
+    store.notice_once("open_body", "No SMPL model installed (%s); using the open body %s (Apache-2.0). "
+                      "See deforhmr_model/weights/README.md to install SMPL.",
+                      SMPL_FILE_NAMES["neutral"][0], OPEN_BODY_FILE)
     return load_body_data(path)
 
 
@@ -218,7 +206,7 @@ class BodyModel(nn.Module):
         self.register_buffer("faces", torch.as_tensor(np.asarray(data.faces, np.int64)), persistent=False)
         self.register_buffer("parents", torch.as_tensor(np.asarray(data.parents, np.int64)), persistent=False)
         self._parents_cpu = self.parents.clone()  # kinematic-chain indices stay on the CPU (no device syncs)
-        ids = [int(self.face_vertex_ids[k]) for k in COCO17_NAMES[:5]] if self.face_vertex_ids else []
+        ids = [int(self.face_vertex_ids[k]) for k in COCO_FACE_NAMES] if self.face_vertex_ids else []
         self.register_buffer("coco_face_ids", torch.as_tensor(ids, dtype=torch.int64), persistent=False)
         self.extra_names = sorted(data.extra_regressors)
         for name in self.extra_names:
@@ -271,9 +259,7 @@ class BodyModel(nn.Module):
         elbows 18/19, wrists 20/21, hips 1/2, knees 4/5, ankles 7/8). Same frame as ``out``."""
         if self.coco_face_ids.numel() != 5:
             raise ValueError(f"body {self.id!r} has no face_vertex_ids; cannot build COCO-17 keypoints")
-        face = out.vertices[:, self.coco_face_ids]
-        limbs = out.joints[:, list(_COCO_LIMB_JOINTS)]
-        return torch.cat([face, limbs], dim=1)
+        return coco17_keypoints(out.vertices[:, self.coco_face_ids], out.joints)
 
     def _betas(self, betas: torch.Tensor | None, B: int) -> torch.Tensor:
         ref = self.v_template
@@ -288,6 +274,13 @@ class BodyModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------- pure functions
+def coco17_keypoints(face_points: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+    """The one assembly of COCO-17 keypoints: face_points (B,5,3) (nose, eyes, ears: body
+    vertices) and SMPL joints (B,24,3) -> (B,17,3) in :data:`COCO17_NAMES` order (limbs from
+    :data:`~deforhmr_model.body.layouts.COCO_TO_SMPL_JOINT`). Any frame; dtype/device kept."""
+    return torch.cat([face_points, joints[:, list(COCO_LIMB_JOINTS)]], dim=1)
+
+
 def pad_betas(betas: torch.Tensor, num: int = NUM_BETAS) -> torch.Tensor:
     """(B,S) -> (B,num): zero-pad the columns S..num-1 (S <= num); same dtype/device."""
     if betas.shape[-1] == num:

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from deforhmr_model.body.layouts import COCO_FACE_NAMES
+
 __all__ = [
     "SMPLFileError",
     "UnsafePickleError",
@@ -49,7 +51,7 @@ __all__ = [
 NUM_JOINTS = 24
 NUM_BETAS = 10
 NUM_POSE_FEATURES = 9 * (NUM_JOINTS - 1)  # 207: (R - I) of the 23 body joints
-FACE_KEYS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
+FACE_KEYS = COCO_FACE_NAMES  # the face points an SMPL-format file gives as vertex ids
 EXTRA_PREFIX = "extra_regressor__"
 META_KEYS = ("id", "name", "license", "source", "generator_version")
 

@@ -487,5 +487,11 @@ def _ground_plane(gp) -> dict[str, Any] | None:
 
 
 def _rotmat_to_aa(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-    return Rotation.from_matrix(R.reshape(-1, 3, 3)).as_rotvec().astype(np.float32).reshape(*R.shape[:-2], 3)
+    """(..., 3, 3) rotation matrices -> (..., 3) float32 axis-angle (radians), through
+    :func:`deforhmr_model.geometry.rotation.rotmat_to_axis_angle` (roma) in float64."""
+    import torch
+
+    from deforhmr_model.geometry.rotation import rotmat_to_axis_angle
+    R = np.asarray(R)
+    aa = rotmat_to_axis_angle(torch.from_numpy(R.reshape(-1, 3, 3).astype(np.float64))).numpy()
+    return aa.astype(np.float32).reshape(*R.shape[:-2], 3)

@@ -41,12 +41,11 @@ import numpy as np
 import torch
 from smplx.lbs import batch_rigid_transform
 
+from deforhmr_model.body.layouts import COCO_FACE_NAMES
+from deforhmr_model.body.model import coco17_keypoints
 from deforhmr_model.geometry.camera import perspective_projection
 from deforhmr_model.geometry.rotation import axis_angle_to_rotmat, rot6d_to_rotmat, rotmat_to_axis_angle, rotmat_to_rot6d
 
-# COCO-17 keypoint -> SMPL joint index (body keypoints); face keypoints come from vertices.
-COCO_TO_SMPL_JOINT = {5: 16, 6: 17, 7: 18, 8: 19, 9: 20, 10: 21, 11: 1, 12: 2, 13: 4, 14: 5, 15: 7, 16: 8}
-COCO_FACE = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")  # COCO indices 0..4
 # Extremity keypoints after the COCO-17 (indices 17..22): they orient the feet and hands.
 EXTRA_NAMES = ("left_heel", "right_heel", "left_toe", "right_toe", "left_hand", "right_hand")
 NUM_KEYPOINTS = 17 + len(EXTRA_NAMES)
@@ -115,7 +114,7 @@ class KeypointBody:
         self.J_template = J_reg @ v_t                                    # (24,3)
         self.J_shapedirs = torch.einsum("jv,vcs->jcs", J_reg, sd)         # (24,3,S)
         feet = foot_vertex_ids(data)
-        ids = [int(data.face_vertex_ids[k]) for k in COCO_FACE] + [feet[k] for k in EXTRA_NAMES[:4]]
+        ids = [int(data.face_vertex_ids[k]) for k in COCO_FACE_NAMES] + [feet[k] for k in EXTRA_NAMES[:4]]
         self.F_template = v_t[ids]                                        # (9,3)
         self.F_shapedirs = sd[ids]                                        # (9,3,S)
         self.F_weights = torch.as_tensor(np.asarray(data.lbs_weights, np.float32))[ids]  # (9,24)
@@ -134,8 +133,8 @@ class KeypointBody:
         Fv = self.F_template + torch.einsum("bs,fcs->bfc", betas, self.F_shapedirs)
         T = torch.einsum("fj,bjmn->bfmn", self.F_weights, A)
         verts = (T[..., :3, :3] @ Fv[..., None])[..., 0] + T[..., :3, 3]
-        body = posed_J[:, [COCO_TO_SMPL_JOINT[i] for i in range(5, 17)]]
-        return torch.cat([verts[:, :5], body, verts[:, 5:], posed_J[:, [22, 23]]], 1) + transl[:, None]
+        coco = coco17_keypoints(verts[:, :5], posed_J)
+        return torch.cat([coco, verts[:, 5:], posed_J[:, [22, 23]]], 1) + transl[:, None]
 
     def coco17(self, rotmats: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor) -> torch.Tensor:
         """The first 17 of :meth:`keypoints` (COCO-17), (B,17,3)."""

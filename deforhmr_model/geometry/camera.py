@@ -201,9 +201,3 @@ def crop_projection(points: torch.Tensor, pred_cam: torch.Tensor) -> torch.Tenso
     t = cam_crop_to_full(cam, half, size, 2 * half, CROP_FOCAL_LENGTH)
     uv = perspective_projection(points, CROP_FOCAL_LENGTH, half, transl=t)
     return (uv - CROP_SIZE / 2) / CROP_SIZE
-
-
-def intrinsics(focal_length: float, principal_point: tuple[float, float]) -> torch.Tensor:
-    """3x3 pinhole matrix K (px) for the OpenCV camera frame."""
-    cx, cy = principal_point
-    return torch.tensor([[focal_length, 0.0, cx], [0.0, focal_length, cy], [0.0, 0.0, 1.0]])

@@ -32,9 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+import torch
 
 from deforhmr_model.body.joints import J24_FLIP, SMPL24_FLIP
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat, rotmat_to_axis_angle
 from deforhmr_model.people.crop import CROP_CENTER, CROP_SIZE, crop_matrix, warp_image
 
 
@@ -108,7 +109,8 @@ def transform_pose(pose: np.ndarray, aug: AugParams) -> np.ndarray:
     """(72,) SMPL axis-angle pose (global orient first, radians) under the crop's rotation/flip."""
     p = pose.reshape(24, 3).astype(np.float64).copy()
     if aug.rot_deg:
-        p[0] = (Rotation.from_matrix(camera_rotation(aug)) * Rotation.from_rotvec(p[0])).as_rotvec()
+        R = torch.from_numpy(camera_rotation(aug)) @ axis_angle_to_rotmat(torch.from_numpy(p[0]))
+        p[0] = rotmat_to_axis_angle(R).numpy()
     if aug.flip:
         p = p[list(SMPL24_FLIP)]
         p[:, 1:] *= -1

@@ -35,13 +35,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import roma
 import torch
 from PIL import Image
-from scipy.spatial.transform import Rotation
 
 from deforhmr_model.files.render import render_meshes
 from deforhmr_model.files.atomic import atomic_write
-from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat, rotmat_to_axis_angle
 
 _DEG = np.pi / 180
 # canonical poses: {SMPL joint: axis-angle (radians)} in SMPL's rest frame (Y up, Z forward, X left)
@@ -99,9 +99,9 @@ def sample_pose(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
     pose += rng.standard_normal((24, 3)) * cfg.pose_noise * _NOISE_SCALE[:, None]
     yaw = rng.uniform(-cfg.yaw_range, cfg.yaw_range)
     pitch, roll = rng.standard_normal(2) * cfg.tilt
-    upright = Rotation.from_euler("x", 180, degrees=True)   # SMPL Y up -> camera y down
-    go = upright * Rotation.from_euler("zxy", [roll, pitch, yaw], degrees=True)
-    pose[0] = go.as_rotvec()
+    upright = roma.euler_to_rotmat("x", [180.0], degrees=True, dtype=torch.float64)  # SMPL Y up -> camera y down
+    go = upright @ roma.euler_to_rotmat("zxy", [roll, pitch, yaw], degrees=True, dtype=torch.float64)
+    pose[0] = rotmat_to_axis_angle(go).numpy()
     return pose.reshape(72).astype(np.float32)
 
 
