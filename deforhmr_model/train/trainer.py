@@ -18,12 +18,11 @@ HMR 2.0 uses neither); ``grad_clip`` is available.
 Precision: bf16 autocast on CUDA (``bf16=True``), float32 on CPU; the body model and
 losses always run in float32.
 
-Checkpoints (``out_dir/checkpoints/step-XXXXXXXX/``): ``model.safetensors``
-(:func:`deforhmr_model.network.checkpoint.save_checkpoint`, config in the metadata),
-``train_state.pt`` (optimiser state, epoch, step in epoch, global step,
-config) and ``rng-rank<r>.pt`` (torch CPU/CUDA, numpy and Python RNG states of
-each rank). Both ``.pt`` files hold only tensors and plain values and are read
-back with ``torch.load(weights_only=True)``; ``out_dir/checkpoints/latest`` names the newest. Data order and
+The :class:`Trainer` runs the loop and the optimiser step; its collaborators:
+checkpoints and exact resume (:class:`.checkpoints.RunCheckpoints`: one folder per step
+under ``out_dir/checkpoints/``, model + optimiser + counters + every rank's RNG states),
+validation (:func:`.validation.validate`), data (:class:`.loader.BatchPlan`,
+:class:`.loader.FeatureCache`) and losses (:class:`.losses.HMRLoss`). Data order and
 augmentation are pure functions of (seed, epoch, index), so restoring those
 counters restores the sampler position exactly: resuming and taking one more
 step gives bit-identical parameters to never having stopped (tested on CPU).
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,14 +43,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from deforhmr_model.network.checkpoint import load_state, save_checkpoint
-from deforhmr_model.geometry.metrics import mpjpe, pa_mpjpe
-from deforhmr_model.files.atomic import atomic_write
 from deforhmr_model.train.augment import AugConfig
+from deforhmr_model.train.checkpoints import RunCheckpoints
 from deforhmr_model.train.distributed import DistInfo, all_reduce_mean, barrier
 from deforhmr_model.train.loader import BatchPlan, FeatureCache, TrainDataset, fingerprint, make_loader
-from deforhmr_model.train.losses import HMRLoss, LossWeights, mid_hip_align
+from deforhmr_model.train.losses import HMRLoss, LossWeights
 from deforhmr_model.train.mixing import MixedSource
+from deforhmr_model.train.validation import validate
 
 TERMS = ("smpl_pose", "smpl_betas", "joints_3d", "joints_2d", "mesh")
 NO_DECAY_KEYWORDS = ("rpe", "relative_position", "pos_embed")
@@ -128,6 +125,15 @@ def dataset_mean_params(source: MixedSource, max_samples: int = 20000) -> tuple[
     return rotmat_to_rot6d(mean).reshape(-1), betas
 
 
+def _feature_cache(cfg: TrainConfig, model: nn.Module, source: MixedSource) -> FeatureCache:
+    """The frozen encoder's features of every (sample, augmentation variant), keyed by model,
+    data, augmentation and seed (:class:`.loader.FeatureCache`)."""
+    variants = cfg.aug_variants if cfg.aug.enabled else 1
+    return FeatureCache(cfg.cache_dir or Path(cfg.out_dir) / "feature_cache", len(source), variants,
+                        (model.backbone.embed_dim, *model.backbone.grid_size),
+                        fingerprint(model, source, cfg.aug, cfg.seed, variants))
+
+
 class _Step(nn.Module):
     """What DDP wraps: images -> model, or cached encoder features -> decoder only."""
 
@@ -170,17 +176,12 @@ class Trainer:
             self.ddp = self.step_module
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         self.plan = BatchPlan(train_source, cfg.global_batch, dist.world, dist.rank, cfg.accum, cfg.seed)
-        self.features = None
-        if cfg.cache_features:
-            variants = cfg.aug_variants if cfg.aug.enabled else 1
-            grid = self.model.backbone.grid_size
-            self.features = FeatureCache(cfg.cache_dir or Path(cfg.out_dir) / "feature_cache", len(train_source),
-                                         variants, (self.model.backbone.embed_dim, *grid),
-                                         fingerprint(self.model, train_source, cfg.aug, cfg.seed, variants))
+        self.features = _feature_cache(cfg, self.model, train_source) if cfg.cache_features else None
         self.train_source, self.val_source = train_source, val_source
         self.dataset = TrainDataset(train_source, cfg.aug, cfg.seed, self.features)
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.out = Path(cfg.out_dir)
+        self.checkpoints = RunCheckpoints(self.out, dist, cfg.keep_checkpoints)
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
 
@@ -264,30 +265,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
 
-    @torch.no_grad()
     def validate(self, source: MixedSource, batch_size: int = 64) -> dict[str, float]:
-        """MPJPE / PA-MPJPE (mm) of the J24 joints the regressor defines, mid-hip aligned,
-        over samples whose GT has all of them (no augmentation); rank 0 computes, others skip."""
+        """:func:`.validation.validate` on rank 0 (other ranks return {})."""
         if not self.dist.is_main:
             return {}
-        self.model.eval()
-        ds = TrainDataset(source, AugConfig(enabled=False), self.cfg.seed)
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
-        sel = torch.nonzero(self.loss.joints.mask.cpu() > 0).flatten()
-        errs, pa = [], []
-        for batch in loader:
-            pred = self.model(batch["img"].to(self.device))
-            out = self.loss.body(pred.global_orient.float(), pred.body_pose.float(), pred.betas.float(), None)
-            j = mid_hip_align(self.loss.joints(out.vertices, out.joints)).cpu()[:, sel]
-            gt = batch["keypoints_3d"]
-            ok = (gt[:, sel, 3] > 0).all(1) & (gt[:, [2, 3], 3] > 0).all(1)
-            g = mid_hip_align(gt[..., :3])[:, sel]
-            errs.append(mpjpe(j[ok], g[ok]))
-            pa.append(pa_mpjpe(j[ok], g[ok]))
-        self.model.train()
-        e, p = torch.cat(errs), torch.cat(pa)
-        return {"mpjpe_mm": float(e.mean()) if len(e) else float("nan"),
-                "pa_mpjpe_mm": float(p.mean()) if len(p) else float("nan"), "samples": len(e)}
+        return validate(self.model, self.loss, source, self.cfg.seed, self.device, batch_size)
 
     # ------------------------------------------------------------------ logging / checkpoints
 
@@ -301,63 +283,14 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write the checkpoint folder for the current step (all ranks call this)."""
-        folder = self.out / "checkpoints" / f"step-{self.global_step:08d}"
-        if self.dist.is_main:
-            folder.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(self.model, folder / "model.safetensors")
-            state = {"optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
-                     "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-                     "world": self.dist.world, "config": _jsonable(asdict(self.cfg))}
-            atomic_write(folder / "train_state.pt", lambda f: torch.save(state, f))
-        barrier()
-        name, keys, pos, has_gauss, cached = np.random.get_state()
-        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
-               "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-        atomic_write(folder / f"rng-rank{self.dist.rank}.pt", lambda f: torch.save(rng, f))
-        barrier()
-        if self.dist.is_main:
-            atomic_write(self.out / "checkpoints" / "latest", lambda f: f.write(folder.name.encode()))
-            self._prune()
+        counters = {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step}
+        folder = self.checkpoints.save(self.model, self.optimizer, counters, asdict(self.cfg))
         self._last_saved = self.global_step
         return folder
-
-    def _prune(self) -> None:
-        done = sorted(p for p in (self.out / "checkpoints").glob("step-*") if (p / "train_state.pt").is_file())
-        for old in done[:-max(self.cfg.keep_checkpoints, 1)]:
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
 
     def resume(self, path: str | Path = "latest") -> None:
         """Restore model, optimiser, counters and this rank's RNG states from a checkpoint folder
         (or ``"latest"`` under ``out_dir``). Raises FileNotFoundError naming what is missing."""
-        from safetensors.torch import load_file
-        folder = Path(path)
-        if str(path) == "latest":
-            pointer = self.out / "checkpoints" / "latest"
-            if not pointer.is_file():
-                raise FileNotFoundError(f"no checkpoint to resume from: {pointer} does not exist")
-            folder = self.out / "checkpoints" / pointer.read_text().strip()
-        for name in ("model.safetensors", "train_state.pt"):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"checkpoint {folder} is incomplete: {name} missing")
-        load_state(self.model, load_file(str(folder / "model.safetensors")), source=str(folder))
-        self.model.to(self.device)
-        state = torch.load(folder / "train_state.pt", map_location=self.device, weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.epoch, self.step_in_epoch, self.global_step = (state["epoch"], state["step_in_epoch"],
-                                                            state["global_step"])
-        rng_file = folder / f"rng-rank{self.dist.rank}.pt"
-        if rng_file.is_file():
-            rng = torch.load(rng_file, weights_only=True)
-            torch.set_rng_state(rng["torch"])
-            name, keys, pos, has_gauss, cached = rng["numpy"]
-            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-            random.setstate(rng["python"])
-            if rng["cuda"] is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-def _jsonable(d):
-    return json.loads(json.dumps(d, default=str))
+        counters = self.checkpoints.load(path, self.model, self.optimizer, self.device)
+        self.epoch, self.step_in_epoch, self.global_step = (counters["epoch"], counters["step_in_epoch"],
+                                                            counters["global_step"])
