@@ -7,7 +7,9 @@ from PIL import Image
 
 from deforhmr_model.files.image_io import ImageLoadError, load_image
 
-PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
+from .conftest import SHARED
+
+PHOTOS = SHARED / "photos"
 RNG = np.random.default_rng(0)
 
 
