@@ -109,7 +109,7 @@ class LoadDeforHMRModel:
         model = None
         if checkpoint == AUTO_CHECKPOINT:
             from deforhmr_model.network.checkpoint import installed_model
-            model = installed_model()
+            model = installed_model(store=host.weight_store())
         elif download_name(checkpoint) is not None:
             model = download_checkpoint(download_name(checkpoint))
         elif checkpoint != NO_CHECKPOINT:

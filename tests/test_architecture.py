@@ -15,11 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 #: What nodes/ may use of the library: the main job, the device resolver and the public
 #: file and detection modules (ARCHITECTURE.md, "The dependency rule").
 NODES_MAY_IMPORT = {
-    "deforhmr_model.pipeline", "deforhmr_model.device",
-    "deforhmr_model.body.model",        # default_body_data with the pack's WeightStore
-    "deforhmr_model.geometry.camera",   # choose_camera: the photo's camera (focal/fov widgets)
+    "deforhmr_model.pipeline", "deforhmr_model.device", "deforhmr_model.attention",
+    "deforhmr_model.body.model",          # default_body_data with the pack's WeightStore
+    "deforhmr_model.geometry.camera",     # choose_camera: the photo's camera (focal/fov widgets)
+    "deforhmr_model.network.checkpoint",  # installed_model: which network method=auto loads
     "deforhmr_model.files.weights", "deforhmr_model.files.result", "deforhmr_model.files.export",
-    "deforhmr_model.files.render", "deforhmr_model.files.image_io", "deforhmr_model.people.detection",
+    "deforhmr_model.files.render", "deforhmr_model.files.image_io", "deforhmr_model.files.download",
+    "deforhmr_model.people.detection",
 }
 HOSTS = ("nodes", "comfy", "comfy_extras", "comfy_api", "folder_paths", "server", "bpy", "bmesh",
          "mathutils", "bpy_extras", "blender_addon")
@@ -36,9 +38,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts) or "__init__"
 
 
-def imports_of(source: str, module: str, is_package: bool = False) -> set[str]:
+def imports_of(source: str, module: str, is_package: bool = False, is_module=lambda name: False) -> set[str]:
     """Every module an ``import``/``from ... import`` names (at any depth, lazy imports too),
-    relative imports resolved against ``module``; ``from a import b`` yields ``a`` and ``a.b``."""
+    relative imports resolved against ``module``; ``from a import b`` yields ``a.b`` when
+    ``is_module("a.b")``, else ``a`` and ``a.b``."""
     out: set[str] = set()
     pkg = module.split(".") if is_package else module.split(".")[:-1]
     for node in ast.walk(ast.parse(source)):
@@ -49,8 +52,10 @@ def imports_of(source: str, module: str, is_package: bool = False) -> set[str]:
             if node.level:
                 anchor = pkg[:len(pkg) - (node.level - 1)] if node.level > 1 else pkg
                 base = ".".join([*anchor, base] if base else anchor)
-            out.add(base)
-            out.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+            subs = {f"{base}.{alias.name}" for alias in node.names if alias.name != "*"}
+            if not subs or not all(is_module(m) for m in subs):
+                out.add(base)
+            out.update(subs)
     return {m for m in out if m}
 
 
@@ -62,20 +67,23 @@ def source_files(*roots: str) -> list[Path]:
     return files
 
 
+def is_module(name: str) -> bool:
+    """Whether ``name`` is a module or package of this repository."""
+    path = REPO.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def as_module(name: str) -> str:
     """``a.b.c`` if it is a module or package of this repository, else its parent (``from
     a.b import c`` names an attribute ``c``); other names unchanged."""
-    path = REPO.joinpath(*name.split("."))
-    if not name.startswith(("deforhmr_model.", "nodes.", "blender_addon.")):
-        return name
-    if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+    if not name.startswith(("deforhmr_model.", "nodes.", "blender_addon.")) or is_module(name):
         return name
     return name.rsplit(".", 1)[0]
 
 
 def graph(*roots: str) -> dict[str, set[str]]:
-    return {module_name(f): {as_module(d) for d in
-                             imports_of(f.read_text(encoding="utf-8"), module_name(f), f.name == "__init__.py")}
+    return {module_name(f): {as_module(d) for d in imports_of(f.read_text(encoding="utf-8"), module_name(f),
+                                                             f.name == "__init__.py", is_module)}
             for f in source_files(*roots)}
 
 
@@ -128,6 +136,8 @@ def test_the_checker_catches_each_kind_of_violation():
         assert found and all(v.startswith(f"{mod} imports ") for v in found), (mod, found)
         assert len({v.split(": ", 1)[1] for v in found}) == 1, found   # exactly one rule broken
     assert imports_of("from . import a", "pkg.sub", is_package=True) == {"pkg.sub", "pkg.sub.a"}
+    assert imports_of("from deforhmr_model.files import weights", "nodes.x", is_module=is_module) \
+        == {"deforhmr_model.files.weights"}
     ok = {as_module(d) for d in imports_of("from deforhmr_model.pipeline import HMRPipeline", "nodes.x")}
     assert ok == {"deforhmr_model.pipeline"} and violations({"nodes.x": ok}) == []
 

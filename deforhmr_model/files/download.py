@@ -5,8 +5,8 @@ where the URL was found, size and sha256 where known, licence, what is extracted
 installed). :func:`download` does, for one of them:
 
 1. picks the destination: ``dest`` if given, else the first writable weights folder
-   (``$DEFORHMR_WEIGHTS`` entries first, then folders registered by the ComfyUI pack, then
-   ``~/.cache/deforhmr``; never the shipped ``weights/``), where ``--model NAME`` and
+   (``$DEFORHMR_WEIGHTS`` entries first, then ``~/.cache/deforhmr``; the ComfyUI pack passes
+   its ``models/deforhmr`` as ``dest``; never the shipped ``weights/``), where ``--model NAME`` and
    ``method=auto`` look;
 2. streams the file over HTTP(S) (``urllib``, which honours ``https_proxy``; ``--url`` may name a
    mirror, a ``file://`` URL or a local path; ``$DEFORHMR_DOWNLOAD_MIRROR`` names a folder URL
@@ -138,25 +138,28 @@ def known_model(name: str) -> KnownModel:
     return models[name]
 
 
-def installed_path(name: str) -> Path | None:
-    """Where the first file ``name`` installs is found in the weights folders, or None."""
+def installed_path(name: str, store: weights.WeightStore | None = None) -> Path | None:
+    """Where the first file ``name`` installs is found in ``store``'s folders (default: a fresh
+    :class:`~deforhmr_model.files.weights.WeightStore`), or None."""
     entry = known_models().get(name)
     if entry is None:
         return None
-    return weights.find_file(entry.installs[0], subdirs=("", "deforhmr"))
+    return weights.find_file(entry.installs[0], subdirs=("", "deforhmr"), store=store)
 
 
 # ----------------------------------------------------------------------------- destination
 
-def default_dest() -> Path:
-    """The first writable weights folder: ``$DEFORHMR_WEIGHTS`` entries, folders registered by
-    the ComfyUI pack, ``~/.cache/deforhmr`` (the shipped ``deforhmr_model/weights/`` is never written).
+def default_dest(store: weights.WeightStore | None = None) -> Path:
+    """The first writable folder of ``store`` (default: a fresh
+    :class:`~deforhmr_model.files.weights.WeightStore`): ``$DEFORHMR_WEIGHTS`` entries, the
+    store's own folders, ``~/.cache/deforhmr`` (the shipped ``deforhmr_model/weights/`` is never
+    written).
 
     Raises:
         DownloadError: none of them can be created and written to.
     """
     tried = []
-    for d in weights.search_dirs():
+    for d in weights.search_dirs(store):
         if d == weights.SHIPPED_WEIGHTS:
             continue
         if _writable(d):

@@ -126,12 +126,13 @@ AUTO_MODELS = ("def-m", "hmr2")
 converted HMR 2.0 network (``deforhmr download hmr2``)."""
 
 
-def installed_model(names: tuple[str, ...] = AUTO_MODELS) -> str | None:
-    """The first of ``names`` installed as ``<name>.safetensors`` in the weights folders
-    (``weights.find_file``, subfolders "" and "deforhmr"), or None (then the pipeline fits)."""
+def installed_model(names: tuple[str, ...] = AUTO_MODELS, store=None) -> str | None:
+    """The first of ``names`` installed as ``<name>.safetensors`` in ``store``'s folders (a
+    :class:`~deforhmr_model.files.weights.WeightStore`, default a fresh one; subfolders "" and
+    "deforhmr"), or None (then the pipeline fits)."""
     from deforhmr_model.files.weights import find_file
     for name in names:
-        if find_file(f"{name}.safetensors", subdirs=("", "deforhmr")) is not None:
+        if find_file(f"{name}.safetensors", subdirs=("", "deforhmr"), store=store) is not None:
             return name
     return None
 
