@@ -96,7 +96,7 @@ class HMRPipeline:
         self.body = BodyModel(self.body_data).to(self.device)
         if isinstance(model, str) and model.lower() == "auto":   # method=auto: network if installed
             from deforhmr_model.network.checkpoint import installed_model
-            model = installed_model()
+            model = installed_model(store=self.weights)
         self.network = self._load_network(model, dtype)
         self.model = self.network.model if self.network is not None else None
         self.model_name = self.network.name if self.network is not None else None
