@@ -55,7 +55,7 @@ import numpy as np
 from deforhmr_model.people.crop import expand_to_aspect_ratio
 from deforhmr_model.body.joints import J24_FROM_OPENPOSE, safe_unpickle
 
-__all__ = ["DatasetFileError", "PersonLabels", "NpzSource", "TarSource", "open_source", "read_image"]
+__all__ = ["DatasetFileError", "SmplTargets", "PersonLabels", "NpzSource", "TarSource", "open_source", "read_image"]
 
 
 class DatasetFileError(ValueError):
@@ -63,24 +63,33 @@ class DatasetFileError(ValueError):
 
 
 @dataclass
-class PersonLabels:
-    """One person's labels in photo space.
+class SmplTargets:
+    """One person's supervision targets, the same set before and after cropping.
 
-    center (2,) px | size: square crop side px (HMR 2.0 rule) | keypoints_2d (24, 3) J24 (x px,
-    y px, conf) | keypoints_3d (24, 4) J24 metres camera frame + conf | pose (72,) SMPL
-    axis-angle radians | betas (10,) | has_smpl, has_betas: 0/1 | gender 'n', 'm' or 'f' |
-    imgname: path relative to the image root (or tar member key) | box_side: the original
-    box's longer side, px (``max(scale) * 200``; PCK normaliser).
+    keypoints_2d (24, 3) J24 (x, y, conf; the frame is the subclass's) | keypoints_3d (24, 4)
+    J24 metres camera frame + conf | pose (72,) SMPL axis-angle radians | betas (10,) |
+    has_smpl, has_betas: 0/1.
     """
 
-    center: np.ndarray
-    size: float
     keypoints_2d: np.ndarray
     keypoints_3d: np.ndarray
     pose: np.ndarray
     betas: np.ndarray
     has_smpl: float
     has_betas: float
+
+
+@dataclass
+class PersonLabels(SmplTargets):
+    """One person's labels in photo space: :class:`SmplTargets` with keypoints_2d in px, plus
+
+    center (2,) px | size: square crop side px (HMR 2.0 rule) | gender 'n', 'm' or 'f' |
+    imgname: path relative to the image root (or tar member key) | box_side: the original
+    box's longer side, px (``max(scale) * 200``; PCK normaliser).
+    """
+
+    center: np.ndarray
+    size: float
     gender: str
     imgname: str
     box_side: float = 0.0

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from deforhmr_model.body.joints import J24_FLIP, SMPL24_FLIP
+from deforhmr_model.datasets.readers import SmplTargets
 from deforhmr_model.geometry.rotation import axis_angle_to_rotmat, rotmat_to_axis_angle
 from deforhmr_model.people.crop import CROP_CENTER, CROP_SIZE, crop_matrix, warp_image
 
@@ -118,21 +119,14 @@ def transform_pose(pose: np.ndarray, aug: AugParams) -> np.ndarray:
 
 
 @dataclass
-class CropSample:
-    """One network-ready training sample (numpy).
+class CropSample(SmplTargets):
+    """One network-ready training sample (numpy): :class:`SmplTargets` after the crop
+    (keypoints_2d in normalised crop coordinates, 3D joints and pose rotated/mirrored with it), plus
 
-    img (3, 256, 192) f32 normalised RGB | keypoints_2d (24, 3) normalised crop coords + conf |
-    keypoints_3d (24, 4) metres camera frame + conf | pose (72,) aa | betas (10,) |
-    has_smpl () f32 | has_betas () f32 | box_center (2,) px | box_size () px.
+    img (3, 256, 192) f32 normalised RGB (None: labels only) | box_center (2,) px | box_size () px.
     """
 
     img: np.ndarray | None
-    keypoints_2d: np.ndarray
-    keypoints_3d: np.ndarray
-    pose: np.ndarray
-    betas: np.ndarray
-    has_smpl: float
-    has_betas: float
     box_center: np.ndarray
     box_size: float
     extra: dict = field(default_factory=dict)
