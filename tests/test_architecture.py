@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: file and detection modules (ARCHITECTURE.md, "The dependency rule").
 NODES_MAY_IMPORT = {
     "deforhmr_model.pipeline", "deforhmr_model.device", "deforhmr_model.attention",
+    "deforhmr_model.video.reader", "deforhmr_model.video.sequence",   # the job on videos/sequences
     "deforhmr_model.body.model",          # default_body_data with the pack's WeightStore
     "deforhmr_model.geometry.camera",     # choose_camera: the photo's camera (focal/fov widgets)
     "deforhmr_model.network.checkpoint",  # installed_model: which network method=auto loads
