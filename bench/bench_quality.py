@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deforhmr_model.files.image_io import load_image  # noqa: E402
-from deforhmr_model.fitting.fit import COCO_TO_SMPL_JOINT  # noqa: E402
+from deforhmr_model.body.layouts import COCO_TO_SMPL_JOINT  # noqa: E402
 from deforhmr_model.people.blazepose import box_iou  # noqa: E402
 
 COCO_NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
