@@ -109,14 +109,8 @@ def read_result(path: str | os.PathLike) -> ResultFrame:
         ResultReadError: missing/truncated file, wrong schema or version, missing arrays,
             inconsistent shapes, non-finite values or invalid rotations.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        path = path.with_suffix(".npz")
+    path, arrays, meta = _open_result(path)
     name = path.name
-    if not path.is_file():
-        raise ResultReadError(f"{name}: file not found ({path})")
-    arrays, meta = _load_npz(path)
-    _check_version(name, meta)
     if meta.get("kind", "image") == "sequence":
         raise ResultReadError(f"{name}: a video sequence result; import it on its own (it holds every frame)")
     missing = [k for k in (*BODY_ARRAYS, *PERSON_ARRAYS) if k not in arrays]
@@ -182,14 +176,8 @@ def read_sequence_file(path: str | os.PathLike) -> list[ResultFrame]:
     Raises:
         ResultReadError: missing/corrupt file, not a sequence, arrays missing or inconsistent.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        path = path.with_suffix(".npz")
+    path, arrays, meta = _open_result(path)
     name = path.name
-    if not path.is_file():
-        raise ResultReadError(f"{name}: file not found ({path})")
-    arrays, meta = _load_npz(path)
-    _check_version(name, meta)
     if meta.get("kind") != "sequence":
         raise ResultReadError(f"{name}: not a video sequence result")
     missing = [k for k in (*BODY_ARRAYS, *SEQUENCE_ARRAYS) if k not in arrays]
@@ -256,6 +244,23 @@ def _sequence_people(arrays: dict, meta: dict, num_vertices: int, camera: Camera
             betas=arrays["track_betas"][k].astype(np.float64), score=float(arrays["score"][i]),
             method=methods.get(tid, "unknown")))
     return frames
+
+
+def _open_result(path: str | os.PathLike) -> tuple[Path, dict[str, np.ndarray], dict]:
+    """The ``.npz`` of a result path (a ``.json`` sidecar path finds its npz), its arrays and
+    metadata, of a schema version this reader knows.
+
+    Raises:
+        ResultReadError: missing/unreadable file or an unknown schema version.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        path = path.with_suffix(".npz")
+    if not path.is_file():
+        raise ResultReadError(f"{path.name}: file not found ({path})")
+    arrays, meta = _load_npz(path)
+    _check_version(path.name, meta)
+    return path, arrays, meta
 
 
 def _check_version(name: str, meta: dict) -> None:

@@ -225,12 +225,7 @@ class BlazePoseDetector(LandmarkDetector):
                  refine: bool = False, detector_path=None, landmark_path=None):
         super().__init__(max_people, num_threads=num_threads, min_quality=min_quality, refine=refine,
                          landmark_path=landmark_path)
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if not min_person > 0:
-            raise ValueError(f"min_person must be > 0 (a fraction of the image's short side), got {min_person}")
-        if not 0.0 <= tile_overlap < 1.0:
-            raise ValueError(f"tile_overlap must be in [0, 1), got {tile_overlap}")
+        check_search_options(threshold, min_person, tile_overlap)
         self.threshold = threshold
         self.confident_score = max(0.6, threshold)   # surely a person (trackers start tracks from here)
         self.min_person, self.tile_overlap = min_person, tile_overlap
@@ -297,6 +292,17 @@ def make_detector(name: str = "movenet", **options) -> LandmarkDetector:
     if key == "blazepose":
         return BlazePoseDetector(**options)
     raise ValueError(f"unknown detector {name!r}; use one of {', '.join(DETECTORS)}")
+
+
+def check_search_options(threshold: float, min_person: float, tile_overlap: float) -> None:
+    """ValueError unless threshold is in [0, 1], min_person > 0 (a fraction of the image's short
+    side) and tile_overlap in [0, 1): the search options every tiled detector takes."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if not min_person > 0:
+        raise ValueError(f"min_person must be > 0 (a fraction of the image's short side), got {min_person}")
+    if not 0.0 <= tile_overlap < 1.0:
+        raise ValueError(f"tile_overlap must be in [0, 1), got {tile_overlap}")
 
 
 def tile_regions(width: int, height: int, min_person: float = DEFAULT_MIN_PERSON, overlap: float = 0.4,

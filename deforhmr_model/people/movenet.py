@@ -44,6 +44,7 @@ import numpy as np
 
 from deforhmr_model.people import blazepose as bp
 from deforhmr_model.people.detection import (DEFAULT_MIN_PERSON, Detection, LandmarkDetector, _check_image,
+                                             check_search_options,
                                              dedup, tile_regions)
 
 MOVENET_FILE = "movenet_multipose_lightning.tflite"
@@ -216,12 +217,7 @@ class MoveNetDetector(LandmarkDetector):
                  assist_min_person: float | None = 0.4, movenet_path=None, landmark_path=None):
         super().__init__(max_people, num_threads=num_threads, min_quality=min_quality, refine=refine,
                          landmark_path=landmark_path)
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        if not min_person > 0:
-            raise ValueError(f"min_person must be > 0 (a fraction of the image's short side), got {min_person}")
-        if not 0.0 <= tile_overlap < 1.0:
-            raise ValueError(f"tile_overlap must be in [0, 1), got {tile_overlap}")
+        check_search_options(threshold, min_person, tile_overlap)
         if canvas < 32 or canvas % 32:
             raise ValueError(f"canvas must be a multiple of 32 px, got {canvas}")
         self.threshold, self.min_person, self.tile_overlap = threshold, min_person, tile_overlap
