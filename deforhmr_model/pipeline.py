@@ -221,8 +221,7 @@ class HMRPipeline:
         objects with ``bbox`` (4,), ``score`` and ``keypoints_coco`` (17,3); cameras: per image a
         :class:`~deforhmr_model.geometry.camera.Camera` (None: :meth:`camera` without EXIF)."""
         people = [[_Person(np.asarray(d.bbox, np.float32), float(d.score),
-                           np.asarray(d.keypoints_coco, np.float32), _extra_keypoints(d),
-                           getattr(d, "world_landmarks", None))
+                           np.asarray(d.keypoints_coco, np.float32), _extra_keypoints(d), _world_landmarks(d))
                    for d in dets] for dets in detections]
         cameras = list(cameras) if cameras is not None else [None] * len(images)
         cams = [c if c is not None else self.camera(im) for im, c in zip(images, cameras)]
@@ -237,7 +236,8 @@ class HMRPipeline:
 
     def refine_result(self, result: ImageResult) -> ImageResult:
         """Re-run 2D pose-guided refinement on an existing result, from its parameters."""
-        ppl = [_Person(p.bbox, p.score, p.keypoints_2d, p.keypoints_extra) for p in result.people]
+        ppl = [_Person(p.bbox, p.score, p.keypoints_2d, p.keypoints_extra, p.world_landmarks)
+               for p in result.people]
         t = lambda k: torch.as_tensor(np.stack([getattr(p, k) for p in result.people]))  # noqa: E731
         init = FitInit(t("global_orient"), t("body_pose"), t("betas"), t("transl")) if ppl else None
         cam = Camera(result.focal_length, result.principal_point, result.image_size, result.focal_source)
@@ -275,3 +275,11 @@ def _extra_keypoints(det) -> np.ndarray | None:
     if kp is None or np.shape(kp) != (33, 3):
         return None
     return extremity_keypoints(kp)
+
+
+def _world_landmarks(det) -> np.ndarray | None:
+    """A detection's (33,3) BlazePose world landmarks (metres), if its detector gives them."""
+    w = getattr(det, "world_landmarks", None)
+    if w is None or np.shape(w) != (33, 3):
+        return None
+    return np.asarray(w, np.float32)

@@ -43,7 +43,7 @@ class Person:
     score: float
     keypoints_coco: np.ndarray  # (17, 3) f32 x px, y px, confidence
     keypoints_extra: np.ndarray | None = None  # (6, 3) heels, toes, hands (fitting.EXTRA_NAMES)
-    world_landmarks: np.ndarray | None = None  # (33, 3) f32 m, BlazePose 3D landmarks (Detection.world_landmarks)
+    world_landmarks: np.ndarray | None = None  # (33, 3) BlazePose world landmarks, metres
 
 
 class NetworkStage:
@@ -158,8 +158,10 @@ class FitStage:
         bb = np.stack([p.bbox for p in people])
         none = np.zeros((len(EXTRA_NAMES), 3), np.float32)
         extra = np.stack([p.keypoints_extra if p.keypoints_extra is not None else none for p in people])
+        no_world = np.zeros((33, 3), np.float32)
+        world = np.stack([p.world_landmarks if p.world_landmarks is not None else no_world for p in people])
         r = fit_to_keypoints(self.body_data, kp, bb, focal, pp, init=init, config=self.config,
-                             extra_keypoints=extra)
+                             extra_keypoints=extra, world_landmarks=world)
         return FitInit(r.global_orient, r.body_pose, r.betas, r.transl)
 
 
@@ -199,6 +201,8 @@ class ResultBuilder:
                     keypoints_2d=p.keypoints_coco.astype(np.float32), bbox=p.bbox.astype(np.float32),
                     keypoints_extra=(p.keypoints_extra if p.keypoints_extra is not None
                                      else np.zeros((len(EXTRA_NAMES), 3))).astype(np.float32),
+                    world_landmarks=(p.world_landmarks if p.world_landmarks is not None
+                                     else np.zeros((33, 3))).astype(np.float32),
                     score=p.score, person_index=k,
                     method=method[k] if isinstance(method, list) else method))
         d = self.body_data

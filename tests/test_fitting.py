@@ -8,7 +8,7 @@ import torch
 from deforhmr_model.body.model import BodyModel, load_body_data
 from deforhmr_model.geometry.camera import perspective_projection
 from deforhmr_model.fitting.fit import FitConfig, FitInit, fit_to_keypoints
-from deforhmr_model.geometry.rotation import axis_angle_to_rotmat
+from deforhmr_model.geometry.rotation import axis_angle_to_rotmat, rotmat_to_axis_angle
 
 from .body_fixtures import make_test_smpl_npz
 
@@ -117,3 +117,91 @@ def test_heels_and_toes_orient_the_feet():
     assert (ankle(with_feet) > 0.3).all() and (ankle(without).abs() < 0.2).all()
     with pytest.raises(ValueError, match="extra_keypoints"):
         fit_to_keypoints(body_data, kp23[:, :17], boxes, F, PP, extra_keypoints=kp23[:, 17:20])
+
+
+def _posed_scene(body_data, kinds_and_yaw):
+    """People in given poses (SMPL axis-angle edits) seen at given yaw angles, 5 m away:
+    their 23 projected keypoints and BlazePose-style world landmarks (33,3) made from the truth."""
+    from deforhmr_model.fitting.fit import WORLD_BODY_KEYPOINTS, WORLD_FROM_BLAZEPOSE, KeypointBody
+    P = len(kinds_and_yaw)
+    aa = torch.zeros(P, 24, 3)
+    for i, (edits, yaw) in enumerate(kinds_and_yaw):
+        Ry = axis_angle_to_rotmat(torch.tensor([0.0, yaw, 0.0]))
+        aa[i, 0] = rotmat_to_axis_angle(axis_angle_to_rotmat(torch.tensor([np.pi, 0.0, 0.0])) @ Ry)
+        aa[i, 16, 2], aa[i, 17, 2] = -1.2, 1.2
+        for (j, c), v in edits.items():
+            aa[i, j, c] = v
+    R = axis_angle_to_rotmat(aa)
+    betas = torch.zeros(P, 10)
+    transl = torch.tensor([[-1.2 + 1.2 * i, 0.2, 5.0] for i in range(P)])
+    kb = KeypointBody(body_data)
+    k3 = kb.keypoints(R, betas, transl)
+    uv = perspective_projection(k3, F, torch.tensor(PP))
+    kp = torch.cat([uv, torch.ones(P, 23, 1)], -1)
+    boxes = torch.cat([uv.min(1).values - 10, uv.max(1).values + 10], -1)
+    world = torch.zeros(P, 33, 3)
+    hips = (k3[:, 11] + k3[:, 12]) / 2
+    world[:, list(WORLD_FROM_BLAZEPOSE)] = k3[:, list(WORLD_BODY_KEYPOINTS)] - hips[:, None]
+    return R, betas, transl, kp, boxes, world
+
+
+def _knee_bend_deg(body_data, R_or_fit):
+    """Angle between each left thigh and shin (deg, 0 = straight) of the posed bodies."""
+    body = BodyModel(body_data)
+    if isinstance(R_or_fit, torch.Tensor):
+        out = body(R_or_fit[:, 0], R_or_fit[:, 1:], torch.zeros(len(R_or_fit), 10), torch.zeros(len(R_or_fit), 3))
+    else:
+        out = body(R_or_fit.global_orient, R_or_fit.body_pose, R_or_fit.betas, R_or_fit.transl)
+    j = out.joints
+    thigh, shin = j[:, 4] - j[:, 1], j[:, 7] - j[:, 4]
+    cos = (thigh * shin).sum(-1) / (thigh.norm(dim=-1) * shin.norm(dim=-1))
+    return torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
+
+
+SEATED = {(1, 0): -1.5, (2, 0): -1.5, (4, 0): 1.5, (5, 0): 1.5}
+KNEELING = {(1, 0): -0.1, (2, 0): -0.1, (4, 0): 1.9, (5, 0): 1.9, (7, 0): 0.4, (8, 0): 0.4}
+
+
+def test_fit_recovers_kneeling_and_seated_knee_bend(body_data):
+    """Kneeling and seated people (keypoints projected from known poses, seen from the side and
+    three-quarter) come out with bent knees, not straight legs; with world landmarks also seen
+    from the front, where the 2D keypoints alone hide where the shins go."""
+    scene = [(KNEELING, np.pi / 2), (SEATED, np.pi / 4), (KNEELING, 0.0)]
+    R, betas, transl, kp, boxes, world = _posed_scene(body_data, scene)
+    truth = _knee_bend_deg(body_data, R)
+    fit = fit_to_keypoints(body_data, kp[:, :17], boxes, F, PP, extra_keypoints=kp[:, 17:],
+                           world_landmarks=world)
+    got = _knee_bend_deg(body_data, fit)
+    print("\nknee bend deg truth", truth.round().tolist(), "fit", got.round().tolist(),
+          "reprojection px", fit.reprojection_error.round().tolist())
+    assert ((got - truth).abs() < 25).all() and (got > 60).all()
+    assert (fit.reprojection_error < 8).all()
+    # without the world landmarks the side and three-quarter views still show the bend
+    fit2 = fit_to_keypoints(body_data, kp[:2, :17], boxes[:2], F, PP, extra_keypoints=kp[:2, 17:])
+    got2 = _knee_bend_deg(body_data, fit2)
+    print("2D only:", got2.round().tolist())
+    assert ((got2 - truth[:2]).abs() < 30).all()
+
+
+def test_fitting_leaves_the_torch_thread_count_alone(body_data):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        R, betas, transl, kp, boxes, _ = _scene(body_data)
+        seen = []
+        orig = torch.set_num_threads
+        torch.set_num_threads = lambda n: seen.append(n)  # any call during the fit is recorded
+        try:
+            fit_to_keypoints(body_data, kp, boxes, F, PP, config=FitConfig(iters_global=5, iters_full=10))
+        finally:
+            torch.set_num_threads = orig
+        assert seen == [] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_rodrigues_matches_the_rotation_library():
+    from deforhmr_model.fitting.fit import rodrigues
+    v = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * 1.5
+    torch.testing.assert_close(rodrigues(v), axis_angle_to_rotmat(v), atol=1e-5, rtol=0)
+    torch.testing.assert_close(rodrigues(torch.zeros(1, 3)), torch.eye(3)[None])

@@ -48,6 +48,9 @@ keypoints_2d      (P, 17, 3) f32 COCO-17 keypoints used (x px, y px, confidence)
 keypoints_extra   (P, 6, 3) f32  heels, toes, hands used (``fitting.fit.EXTRA_NAMES``
                                  order; x px, y px, confidence; 0 = not seen). Optional:
                                  files written before it existed read back as zeros.
+world_landmarks   (P, 33, 3) f32 BlazePose world landmarks the fit used (metres, origin
+                                 between the hips, x right, y down, z away from the
+                                 camera; zeros: none). Optional, as keypoints_extra.
 bbox              (P, 4) f32     person box x1, y1, x2, y2 (px)
 score             (P,) f32       detection score (user boxes: pose presence)
 person_index      (P,) int32     person id, stable across frames when tracked
@@ -92,7 +95,7 @@ PERSON_ARRAYS = (
     "bbox", "score", "person_index",
 )
 # Person arrays that files written before they existed lack; read back as zeros of this shape.
-OPTIONAL_PERSON_ARRAYS = {"keypoints_extra": (6, 3)}
+OPTIONAL_PERSON_ARRAYS = {"keypoints_extra": (6, 3), "world_landmarks": (33, 3)}
 BODY_ARRAYS = ("faces", "lbs_weights", "parents")
 
 
@@ -116,6 +119,7 @@ class PersonResult:
     keypoints_2d: np.ndarray     # (17, 3) f32 px + confidence
     bbox: np.ndarray             # (4,) f32 xyxy px
     keypoints_extra: np.ndarray = field(default_factory=lambda: np.zeros((6, 3), np.float32))  # (6,3)
+    world_landmarks: np.ndarray = field(default_factory=lambda: np.zeros((33, 3), np.float32))  # (33,3) m
     score: float = 1.0
     person_index: int = 0
     method: str = "fit"          # "network:<variant>", "fit", "network:<variant>+refine"
