@@ -238,6 +238,9 @@ def load_result(path: str | os.PathLike) -> ImageResult:
     for key, shape in OPTIONAL_PERSON_ARRAYS.items():
         if key not in data:
             data[key] = np.zeros((len(meta["people"]), *shape), np.float32)
+        elif data[key].shape != (len(meta["people"]), *shape):
+            raise ResultFileError(f"{path}: {key} has shape {data[key].shape}, expected "
+                                  f"({len(meta['people'])}, {', '.join(map(str, shape))})")
     people = []
     for i, info in enumerate(meta["people"]):
         known = {"index", "method", "score", "bbox", "transl", "betas"}
