@@ -122,7 +122,7 @@ class FitConfig:
     iters_warm: int = 30        # warm start (video: from the same person's previous frame)
     init_poses: tuple[str, ...] = INIT_POSES  # start poses tried per facing hypothesis (fit from scratch)
     iters_select: int = 40      # stage-2 iterations with every hypothesis before keeping the best
-    w_world: float = 0.5        # weight of the 3D world-landmark term (when landmarks are given)
+    w_world: float = 0.2        # weight of the 3D world-landmark term (when landmarks are given)
     sigma_world: float = 0.15   # its robust-loss scale, metres
 
 
