@@ -21,7 +21,6 @@ length and its source.
 """
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 import logging
 from pathlib import Path
@@ -33,12 +32,12 @@ import torch
 from deforhmr_model.body.model import BodyModel, default_body_data, load_body_data
 from deforhmr_model.device import resolve_device
 from deforhmr_model.geometry.camera import Camera, choose_camera
-from deforhmr_model.people.detection import DEFAULT_MIN_PERSON, DETECTORS, make_detector
+from deforhmr_model.people.detection import DEFAULT_MIN_PERSON
 from deforhmr_model.fitting.fit import FitConfig, FitInit, extremity_keypoints
 from deforhmr_model.files.image_io import load_image, read_exif_focal
 from deforhmr_model.files.result import ImageResult
 from deforhmr_model.files.weights import WeightStore
-from deforhmr_model.stages import FitStage, NetworkStage, ResultBuilder, drop_non_finite
+from deforhmr_model.stages import DetectionStage, FitStage, NetworkStage, ResultBuilder, drop_non_finite
 from deforhmr_model.stages import Person as _Person
 
 log = logging.getLogger("deforhmr")
@@ -101,16 +100,7 @@ class HMRPipeline:
         self.model = self.network.model if self.network is not None else None
         self.model_name = self.network.name if self.network is not None else None
         self.refine = refine
-        self.max_people = max_people
-        self.det_threshold = det_threshold
-        self.min_person = min_person
-        self._detectors: dict[tuple, object] = {}
-        if detector is None or isinstance(detector, str):
-            self.detector_name, self._detector = str(detector or "movenet").lower(), None
-            if self.detector_name not in DETECTORS:
-                raise ValueError(f"unknown detector {detector!r}; use one of {', '.join(DETECTORS)}")
-        else:
-            self.detector_name, self._detector = type(detector).__name__, detector
+        self.detection = DetectionStage(detector, max_people, det_threshold, min_person)
         self.fitter = FitStage(self.body_data, fit_config or FitConfig())
         self.builder = ResultBuilder(self.body, self.body_data)
 
@@ -122,55 +112,13 @@ class HMRPipeline:
     @property
     def detector(self):
         """The person detector with the pipeline's settings, created on first use."""
-        return self._detector if self._detector is not None else self._detector_for()
+        return self.detection.detector()
 
-    def _detector_for(self, detector: str | None = None, det_threshold: float | None = None,
-                      min_person: float | None = None, refine_keypoints: bool | None = None):
-        """A shipped detector for these settings (None: the pipeline's); the pipeline holds
-        the only cache (a few detectors: their interpreters are reused across calls)."""
-        name = str(detector or self.detector_name).lower()
-        if name not in DETECTORS:
-            raise ValueError(f"unknown detector {detector!r}; use one of {', '.join(DETECTORS)}")
-        threshold = self.det_threshold if det_threshold is None else float(det_threshold)
-        opts = {"min_person": float(self.min_person if min_person is None else min_person)}
-        if threshold is not None:
-            opts["threshold"] = threshold
-        if refine_keypoints is not None:
-            opts["refine"] = bool(refine_keypoints)
-        key = (name, tuple(sorted(opts.items())))
-        if key not in self._detectors:
-            if len(self._detectors) >= 4:
-                self._detectors.pop(next(iter(self._detectors)))
-            self._detectors[key] = make_detector(name, **opts)
-        return self._detectors[key]
-
-    def detect(self, image: np.ndarray, boxes: np.ndarray | None = None, *, detector: str | None = None,
-               det_threshold: float | None = None, min_person: float | None = None,
-               refine_keypoints: bool | None = None, max_people: int | None = None) -> list:
-        """Detections (:class:`~deforhmr_model.people.detection.Detection`: box, keypoints,
-        world landmarks) for one HxWx3 uint8 RGB image, highest score first.
-
-        ``boxes`` (N,4) xyxy px bypass the person detector: keypoints are estimated inside
-        them and the user's boxes (clipped to the image) are kept, one detection per box, in
-        order; ValueError for a non-finite box or one with nothing inside the image. The keyword
-        options override the pipeline's settings for this call (ignored with a detector
-        object given to the constructor): ``detector`` ("movenet" | "blazepose"),
-        ``det_threshold``, ``min_person``, ``refine_keypoints`` (second landmark pass on the
-        rotated ROI), ``max_people`` (0 or None: the pipeline's). Raises ValueError for an
-        unknown detector or a bad image/boxes.
-        """
-        if self._detector is not None:
-            det = self._detector
-        else:
-            det = self._detector_for(detector, det_threshold, min_person, refine_keypoints)
-        limit = max_people or self.max_people
-        if boxes is not None:  # one result per box, in the boxes' order; the user's box, clipped to the image
-            from deforhmr_model.people.detection import clip_boxes
-            boxes = clip_boxes(boxes, (image.shape[1], image.shape[0])).astype(np.float32)
-            dets = det.keypoints_for_boxes(image, boxes)
-            return [dataclasses.replace(d, bbox=b) for d, b in zip(dets, boxes)]
-        dets = sorted(det.detect(image), key=lambda d: -float(d.score))
-        return dets[:limit] if limit else dets
+    def detect(self, image: np.ndarray, boxes: np.ndarray | None = None, **options) -> list:
+        """Detections for one HxWx3 uint8 RGB image, highest score first; ``boxes`` (N,4) xyxy
+        px are kept (clipped) with keypoints estimated inside them. See
+        :meth:`deforhmr_model.stages.DetectionStage.__call__` for ``options`` and errors."""
+        return self.detection(image, boxes, **options)
 
     def __call__(self, image, boxes: np.ndarray | None = None) -> ImageResult:
         """Run the main job on one image (path, HxWx3 uint8 RGB array or tensor)."""

@@ -3,6 +3,8 @@
 ``HMRPipeline`` decides *what* runs (detection, network or fitting, refinement); each stage
 here does one part of *how*:
 
+* :class:`DetectionStage`: people in an image (boxes, COCO-17 keypoints, 33 landmarks) from
+  the shipped detectors (``people.detection``), which it creates and caches, or the user's boxes.
 * :class:`NetworkStage`: crop every person (256x192, ``people.crop``), one batched network
   forward over all people of all images, weak-perspective camera -> full-image translation
   (``geometry.camera``). Output: a :class:`~deforhmr_model.fitting.fit.FitInit` per image.
@@ -16,6 +18,7 @@ translations and joints (see ``files/result.py``).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from deforhmr_model.geometry.camera import MIN_CAM_SCALE, Camera, cam_crop_to_fu
 from deforhmr_model.geometry.ground import estimate_ground_plane
 from deforhmr_model.network.inference import predict
 from deforhmr_model.people.crop import crop_person
+from deforhmr_model.people.detection import DEFAULT_MIN_PERSON, DETECTORS, clip_boxes, make_detector
 
 log = logging.getLogger("deforhmr")
 
@@ -44,6 +48,81 @@ class Person:
     keypoints_coco: np.ndarray  # (17, 3) f32 x px, y px, confidence
     keypoints_extra: np.ndarray | None = None  # (6, 3) heels, toes, hands (fitting.EXTRA_NAMES)
     world_landmarks: np.ndarray | None = None  # (33, 3) BlazePose world landmarks, metres
+
+
+class DetectionStage:
+    """People in an image: the shipped detectors, created on first use and cached here (the
+    only cache: their LiteRT interpreters are reused across calls), or a detector object.
+
+    Args:
+        detector: "movenet" | "blazepose" (:data:`deforhmr_model.people.detection.DETECTORS`)
+            or any ``PersonDetector`` object (used as is; the options below do not apply to it).
+        max_people: keep at most this many people per image (highest scores); None: all.
+        det_threshold: person score threshold in [0, 1]; None: the detector's default.
+        min_person: smallest person looked for, as a fraction of the image's short side.
+    Raises:
+        ValueError: an unknown detector name.
+    """
+
+    CACHE_SIZE = 4
+
+    def __init__(self, detector="movenet", max_people: int | None = None, det_threshold: float | None = None,
+                 min_person: float = DEFAULT_MIN_PERSON):
+        self.max_people, self.det_threshold, self.min_person = max_people, det_threshold, min_person
+        self.cache: dict[tuple, object] = {}
+        if detector is None or isinstance(detector, str):
+            self.name, self._fixed = str(detector or "movenet").lower(), None
+            self._check(self.name)
+        else:
+            self.name, self._fixed = type(detector).__name__, detector
+
+    @staticmethod
+    def _check(name: str) -> None:
+        if name not in DETECTORS:
+            raise ValueError(f"unknown detector {name!r}; use one of {', '.join(DETECTORS)}")
+
+    def detector(self, detector: str | None = None, det_threshold: float | None = None,
+                 min_person: float | None = None, refine_keypoints: bool | None = None):
+        """The detector for these settings (None: the stage's); a fixed detector object wins."""
+        if self._fixed is not None:
+            return self._fixed
+        name = str(detector or self.name).lower()
+        self._check(name)
+        threshold = self.det_threshold if det_threshold is None else float(det_threshold)
+        opts = {"min_person": float(self.min_person if min_person is None else min_person)}
+        if threshold is not None:
+            opts["threshold"] = threshold
+        if refine_keypoints is not None:
+            opts["refine"] = bool(refine_keypoints)
+        key = (name, tuple(sorted(opts.items())))
+        if key not in self.cache:
+            if len(self.cache) >= self.CACHE_SIZE:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = make_detector(name, **opts)
+        return self.cache[key]
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray | None = None, *, detector: str | None = None,
+                 det_threshold: float | None = None, min_person: float | None = None,
+                 refine_keypoints: bool | None = None, max_people: int | None = None) -> list:
+        """Detections (:class:`~deforhmr_model.people.detection.Detection`: box, keypoints,
+        world landmarks) for one HxWx3 uint8 RGB image, highest score first.
+
+        ``boxes`` (N,4) xyxy px bypass the person detector: keypoints are estimated inside
+        them and the user's boxes (clipped to the image) are kept, one detection per box, in
+        order; ValueError for a non-finite box or one with nothing inside the image. The keyword
+        options override the stage's settings for this call (ignored with a detector object):
+        ``detector`` ("movenet" | "blazepose"), ``det_threshold``, ``min_person``,
+        ``refine_keypoints`` (second landmark pass on the rotated ROI), ``max_people`` (0 or
+        None: the stage's). Raises ValueError for an unknown detector or a bad image/boxes.
+        """
+        det = self.detector(detector, det_threshold, min_person, refine_keypoints)
+        limit = max_people or self.max_people
+        if boxes is not None:  # one result per box, in the boxes' order; the user's box, clipped to the image
+            boxes = clip_boxes(boxes, (image.shape[1], image.shape[0])).astype(np.float32)
+            dets = det.keypoints_for_boxes(image, boxes)
+            return [dataclasses.replace(d, bbox=b) for d, b in zip(dets, boxes)]
+        dets = sorted(det.detect(image), key=lambda d: -float(d.score))
+        return dets[:limit] if limit else dets
 
 
 class NetworkStage:

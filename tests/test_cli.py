@@ -154,10 +154,10 @@ def test_convert_smpl_command_then_infer_with_it(tmp_path, capsys, photos):
 
 def test_detector_option(photos, tmp_path, capsys, monkeypatch):
     """--detector reaches the pipeline's front door; both shipped detectors find the person."""
-    from deforhmr_model import pipeline
+    from deforhmr_model import stages
     names = []
-    real = pipeline.make_detector
-    monkeypatch.setattr(pipeline, "make_detector", lambda name, **kw: names.append(name) or real(name, **kw))
+    real = stages.make_detector
+    monkeypatch.setattr(stages, "make_detector", lambda name, **kw: names.append(name) or real(name, **kw))
     for det in ("blazepose", "movenet"):
         code, _, err = _run(capsys, photos / "coco" / "000000000785.jpg", "-o", tmp_path / det,
                             "--detector", det, "--formats", "npz")

@@ -369,12 +369,12 @@ def test_detect_people_detector_choice_goes_through_the_pipeline(pack, photos):
     default, _ = detect.detect(image, 0.0, 0, True)
     blaze, _ = detect.detect(image, 0.0, 0, True, detector="blazepose")
     assert len(default.frames[0]) >= 4 and len(blaze.frames[0]) >= 1
-    kinds = {type(d) for d in node_module._PIPELINE._detectors.values()}
+    kinds = {type(d) for d in node_module._PIPELINE.detection.cache.values()}
     assert kinds == {MoveNetDetector, BlazePoseDetector}
     pipe = HMRPipeline(model="none")
     handle = type("Handle", (), {"pipeline": pipe})()
     via_model, _ = detect.detect(image, 0.0, 0, True, model=handle)   # a connected model's pipeline is used
-    assert len(via_model.frames[0]) == len(default.frames[0]) and len(pipe._detectors) == 1
+    assert len(via_model.frames[0]) == len(default.frames[0]) and len(pipe.detection.cache) == 1
 
 
 def test_recover_reports_progress_and_stops_when_cancelled(pack, one_photo_run, monkeypatch):

@@ -235,7 +235,7 @@ def test_pipeline_cli_and_node_paths_use_movenet(coco_crowd, tmp_path):
     dets = pipe.detect(image)
     assert (bp.box_iou(gt_boxes, np.stack([d.bbox for d in dets]).astype(float)).max(1) >= 0.5).all()
     assert pipe.detect(image, detector="blazepose") is not None
-    assert {k[0] for k in pipe._detectors} == {"movenet", "blazepose"}          # one cache, in the pipeline
+    assert {k[0] for k in pipe.detection.cache} == {"movenet", "blazepose"}          # one cache, in the pipeline
     assert len(pipe.detect(image, max_people=2)) == 2
     given = pipe.detect(image, gt_boxes[:2])
     np.testing.assert_allclose(np.stack([d.bbox for d in given]), gt_boxes[:2], atol=1e-3)
