@@ -37,7 +37,8 @@ class BVHError(ValueError):
 
 def bvh_text(seq, track, scale: float = 1.0) -> str:
     """The BVH file text of one track (module docstring). Raises BVHError."""
-    from scipy.spatial.transform import Rotation
+    import roma
+    import torch
     parents = np.asarray(seq.parents, int)
     names = list(seq.joint_names)
     J = len(parents)
@@ -77,7 +78,8 @@ def bvh_text(seq, track, scale: float = 1.0) -> str:
     pos = (np.asarray(track.transl, np.float64)[row] + np.asarray(track.rest_joints, np.float64)[0]) @ C.T * scale
     order = _dfs_order(children)
     R = np.concatenate([go[:, None], bp], 1)[:, order]                   # (F, J, 3, 3) in file order
-    eul = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_euler("ZXY", degrees=True).reshape(len(span), -1)
+    eul = roma.rotmat_to_euler("ZXY", torch.from_numpy(np.ascontiguousarray(R.reshape(-1, 3, 3))),  # intrinsic Z, X', Y''
+                               degrees=True).numpy().reshape(len(span), -1)
     out.write(f"MOTION\nFrames: {len(span)}\nFrame Time: {1.0 / float(seq.fps):.6f}\n")
     data = np.concatenate([pos, eul], 1)
     np.savetxt(out, data, fmt="%.5f")

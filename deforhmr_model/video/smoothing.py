@@ -8,7 +8,7 @@ same setting means the same thing at 12 and 60 fps, and a gap in the track weake
 coupling across it).
 
 * **Rotations** (root and every joint) are averaged on SO(3): unit quaternions
-  (scipy) are sign-aligned with the centre frame's (q and -q are the same rotation) and
+  (roma, xyzw) are sign-aligned with the centre frame's (q and -q are the same rotation) and
   their weighted sum is renormalised. This is the weighted chordal L2 mean of the
   rotations (the same as ``scipy.spatial.transform.Rotation.mean`` up to O(spread^2),
   exact for the small spread inside a window); axis-angle or Euler angles are never
@@ -78,12 +78,13 @@ def smooth_rotations(R: np.ndarray, times: np.ndarray, sigma: float) -> np.ndarr
     """Smooth (T, ..., 3, 3) rotation matrices over time on SO(3) (module docstring).
 
     Returns (T, ..., 3, 3) float64 rotation matrices; sigma 0 returns a copy."""
-    from scipy.spatial.transform import Rotation
+    import roma
+    import torch
     R = np.asarray(R, np.float64)
     if sigma <= 0 or len(R) < 2:
         return R.copy()
     shape = R.shape
-    q = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_quat().reshape(*shape[:-2], 4)  # (T, ..., 4)
+    q = roma.rotmat_to_unitquat(torch.from_numpy(R.reshape(-1, 3, 3))).numpy().reshape(*shape[:-2], 4)  # (T,...,4) xyzw
     acc = np.zeros_like(q)
     for jc, w in _windows(np.asarray(times, np.float64), sigma):
         qn = q[jc]
@@ -91,7 +92,7 @@ def smooth_rotations(R: np.ndarray, times: np.ndarray, sigma: float) -> np.ndarr
         sign[sign == 0] = 1.0
         acc += w.reshape(-1, *[1] * (q.ndim - 1)) * sign * qn
     acc /= np.linalg.norm(acc, axis=-1, keepdims=True)
-    return Rotation.from_quat(acc.reshape(-1, 4)).as_matrix().reshape(shape)
+    return roma.unitquat_to_rotmat(torch.from_numpy(acc.reshape(-1, 4))).numpy().reshape(shape)
 
 
 def smooth_translation(transl: np.ndarray, times: np.ndarray, sigma: float) -> np.ndarray:
