@@ -680,7 +680,7 @@ def test_image_batch_as_a_video_gives_an_animated_glb_bvh_and_track_ids(pack, ph
     assert len(doc.animations) == 1 and len(doc.animations[0].channels) == 25 * len(ids) + partial
     assert sum(c.target.path == "scale" for c in doc.animations[0].channels) == partial
     assert sorted(p.name for p in (tmp_path / "deforhmr").glob("*.bvh")) == \
-        [f"motion_00001__track{i}.bvh" for i in ids]
+        [f"motion_00001_track{i}.bvh" for i in ids]
     assert len(load_sequence(tmp_path / "deforhmr" / "motion_00001_.npz").tracks) == len(ids)
     assert done["9"]["ui"]["result"][0] == model_file
     overlay = done["10"]["outputs"][0]

@@ -91,11 +91,13 @@ def export_bvh(seq, folder: str | os.PathLike, stem: str, scale: float = 1.0) ->
 
     Returns the paths written. Raises BVHError (bad skeleton), OSError (not writable)."""
     paths = []
+    sep = "" if stem.endswith("_") else "_"    # ComfyUI stems end with "_": no double underscore
     for t in seq.tracks:
         if not len(t.frames):
             continue
         text = bvh_text(seq, t, scale)
-        paths.append(atomic_write(Path(folder) / f"{stem}_track{t.track_id}.bvh", lambda f, s=text: f.write(s.encode())))
+        paths.append(atomic_write(Path(folder) / f"{stem}{sep}track{t.track_id}.bvh",
+                                  lambda f, s=text: f.write(s.encode())))
     return paths
 
 
