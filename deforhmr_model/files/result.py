@@ -213,12 +213,16 @@ def save_result(result: ImageResult, stem: str | os.PathLike) -> tuple[Path, Pat
     Raises:
         OSError: if the folder is not writable (nothing partial is left behind).
     """
+    return _save_npz_json(stem, result.metadata(), result.arrays())
+
+
+def _save_npz_json(stem: str | os.PathLike, meta: dict, arrays: dict) -> tuple[Path, Path]:
+    """``<stem>.npz`` (the arrays + the metadata JSON as ``meta_json``) and ``<stem>.json``,
+    each written atomically; the one writer of both result kinds."""
     stem = Path(stem)
-    meta = result.metadata()
     text = json.dumps(meta, indent=1)
     npz_path, json_path = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
-    arrays = result.arrays()
-    arrays["meta_json"] = np.array(text)
+    arrays = {**arrays, "meta_json": np.array(text)}
     atomic_write(npz_path, lambda f: np.savez_compressed(f, **arrays))
     atomic_write(json_path, lambda f: f.write(text.encode()))
     return npz_path, json_path
@@ -425,14 +429,7 @@ class SequenceResult:
 def save_sequence(seq: SequenceResult, stem: str | os.PathLike) -> tuple[Path, Path]:
     """Write a sequence result as ``<stem>.npz`` + ``<stem>.json`` (atomically, as
     :func:`save_result`). Returns (npz_path, json_path); raises OSError if not writable."""
-    stem = Path(stem)
-    text = json.dumps(seq.metadata(), indent=1)
-    npz_path, json_path = stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
-    arrays = seq.arrays()
-    arrays["meta_json"] = np.array(text)
-    atomic_write(npz_path, lambda f: np.savez_compressed(f, **arrays))
-    atomic_write(json_path, lambda f: f.write(text.encode()))
-    return npz_path, json_path
+    return _save_npz_json(stem, seq.metadata(), seq.arrays())
 
 
 def load_sequence(path: str | os.PathLike) -> SequenceResult:
