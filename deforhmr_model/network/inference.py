@@ -19,6 +19,7 @@ fit stays on the CPU (``--device cpu``).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,9 @@ MEMORY_FRACTION = 0.6     # share of the free device memory an automatic batch m
 _PROBE_BATCH = 4
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-_per_crop_bytes: dict[tuple, int] = {}
+# activation bytes per crop, per model and (device, dtype): weak keys, so an entry goes with its
+# model (an id() key could be reused by a later model and give it a stale size)
+_per_crop_bytes: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
@@ -76,8 +79,9 @@ def auto_batch_size(model: DeforHMR, precision: str = "auto", fraction: float = 
     if device.type != "cuda":
         return CPU_BATCH
     dtype = autocast_dtype(device, precision)
-    key = (id(model), str(device), dtype)
-    if key not in _per_crop_bytes:
+    sizes = _per_crop_bytes.setdefault(model, {})
+    key = (str(device), dtype)
+    if key not in sizes:
         h, w = model.backbone.img_size
         x = torch.zeros(_PROBE_BATCH, 3, h, w, device=device)
         torch.cuda.synchronize(device)
@@ -86,9 +90,9 @@ def auto_batch_size(model: DeforHMR, precision: str = "auto", fraction: float = 
         with torch.inference_mode(), _autocast(device, dtype):
             model(x)
         torch.cuda.synchronize(device)
-        _per_crop_bytes[key] = max(1, (torch.cuda.max_memory_allocated(device) - base) // _PROBE_BATCH)
+        sizes[key] = max(1, (torch.cuda.max_memory_allocated(device) - base) // _PROBE_BATCH)
     free, _total = torch.cuda.mem_get_info(device)
-    return int(max(1, min(MAX_BATCH, free * fraction // _per_crop_bytes[key])))
+    return int(max(1, min(MAX_BATCH, free * fraction // sizes[key])))
 
 
 @dataclass
@@ -101,11 +105,6 @@ class Prediction:
     body_pose: torch.Tensor
     betas: torch.Tensor
     pred_cam: torch.Tensor
-
-    def isfinite(self) -> torch.Tensor:
-        """(N,) bool: every output of that crop is finite."""
-        parts = (self.global_orient.flatten(1), self.body_pose.flatten(1), self.betas, self.pred_cam)
-        return torch.cat(parts, dim=1).isfinite().all(dim=1)
 
 
 def predict(model: DeforHMR, crops: torch.Tensor, precision: str = "auto",
