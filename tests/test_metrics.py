@@ -249,3 +249,21 @@ def test_eval_cli_pck_and_errors(eval_data, tmp_path, capsys):
     assert _eval(["--model", str(exact), "--dataset", "3dpw", "--data-root", str(tmp_path),
                   "--body", str(body_file), "--device", "cpu"]) == 1
     assert "3dpw_test.npz" in capsys.readouterr().err
+
+
+def test_regressor_file_declaring_a_huge_array_is_refused_before_allocation(tmp_path):
+    """A 1 KB .npy/.npz whose header declares 24 x 1e9 floats (96 GB) is refused from its header."""
+    import io
+    import zipfile
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (24, 10**9)})
+    npy = tmp_path / "bomb.npy"
+    npy.write_bytes(header.getvalue() + b"\0" * 1024)
+    with pytest.raises(RegressorFileError, match="cannot read the joint regressor"):
+        load_regressor(npy, 24)
+    npz = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(npz, "w") as zf:
+        zf.writestr("J_regressor.npy", header.getvalue() + b"\0" * 1024)
+    with pytest.raises(RegressorFileError, match="cannot read the joint regressor"):
+        load_regressor(npz, 24)

@@ -104,22 +104,23 @@ def load_regressor(path: str | Path, rows: int, num_vertices: int | None = None)
     try:
         if path.suffix == ".pkl":
             arr = safe_unpickle(path.read_bytes())
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                keys = [k for k in ("J_regressor", "regressor", "arr_0") if k in z] or list(z.keys())
-                arr = z[keys[0]]
-        else:
-            arr = np.load(path, allow_pickle=False)
+        elif path.suffix == ".npz":   # entries size-checked from their headers before reading
+            from deforhmr_model.files.npz import read_npz
+            z = read_npz(path)
+            keys = [k for k in ("J_regressor", "regressor", "arr_0") if k in z] or list(z)
+            arr = z[keys[0]]
+        else:                         # memory-mapped: the declared shape is checked before a read
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - reported as one clear error
         raise RegressorFileError(f"{path}: cannot read the joint regressor ({exc})") from exc
+    shape = tuple(arr.shape) if hasattr(arr, "shape") else np.shape(arr)   # before any dense copy
+    if len(shape) != 2 or shape[0] != rows or (num_vertices is not None and shape[1] != num_vertices):
+        want = f"({rows}, {num_vertices if num_vertices is not None else 'V'})"
+        raise RegressorFileError(f"{path}: expected a joint regressor of shape {want}, got {shape}; "
+                                 "use the regressor made for this body model (SMPL: 6890 vertices)")
     if hasattr(arr, "toarray"):
         arr = arr.toarray()
-    arr = np.asarray(arr, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] != rows or (num_vertices is not None and arr.shape[1] != num_vertices):
-        want = f"({rows}, {num_vertices if num_vertices is not None else 'V'})"
-        raise RegressorFileError(f"{path}: expected a joint regressor of shape {want}, got {arr.shape}; "
-                                 "use the regressor made for this body model (SMPL: 6890 vertices)")
-    return arr
+    return np.array(arr, dtype=np.float32)        # a copy: no memory map left open
 
 
 class J24Regressor(nn.Module):
