@@ -24,7 +24,8 @@ The baseline is the previous default, tiled BlazePose (``--detector blazepose``,
 ``min_person`` 0.2, one landmark pass), measured in the same run on the same images;
 the last column is the time ratio to it. skates.png's people count is printed below.
 
-    .venv/bin/python bench/bench_quality.py [--threads 2] [--no-fit] [--overlays DIR]
+    .venv/bin/python bench/bench_quality.py [--threads 2] [--no-fit] [--overlays DIR] [--sets AIC,JHMDB]
+                                            [--no-baseline]
 """
 from __future__ import annotations
 
@@ -246,15 +247,22 @@ def main() -> None:
     ap.add_argument("--no-fit", action="store_true", help="detection only (no body fitting)")
     ap.add_argument("--baseline-fit", action="store_true", help="also fit bodies on the baseline's detections")
     ap.add_argument("--overlays", type=Path, default=None, help="write overlay PNGs of the default detector here")
+    ap.add_argument("--sets", default="", help="comma-separated set names to run (default: all), e.g. AIC,JHMDB")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the baseline detector (quicker; no ratio)")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(args.threads)
     from deforhmr_model.pipeline import HMRPipeline
 
     images = load_sets(args.dev)
+    if args.sets:
+        wanted = {n.strip().lower() for n in args.sets.split(",") if n.strip()}
+        images = [im for im in images if im.set.lower() in wanted]
     if not images:
         sys.exit(f"no annotated sets under {args.dev}")
     runs = {"movenet (default)": "movenet", "blazepose tiled (baseline)": "blazepose"}
+    if args.no_baseline:
+        runs.pop("blazepose tiled (baseline)")
     results: dict[str, dict[str, Stats]] = {}
     skates: dict[str, int] = {}
     for label, name in runs.items():
@@ -264,7 +272,7 @@ def main() -> None:
         results[label] = run_detector(pipe, images, fit, args.repeat,
                                       args.overlays if name == "movenet" else None, name)
         skates[label] = len(pipe.detect(load_image(args.dev / "skates.png")))
-    base = results["blazepose tiled (baseline)"]
+    base = results.get("blazepose tiled (baseline)", {})
     print(f"load average {os.getloadavg()[0]:.1f}; LiteRT/torch threads {args.threads}; "
           f"{len(images)} images; people = annotated with >= {MIN_VISIBLE} visible keypoints")
     head = f"{'detector':28s} {'set':12s} {'found':>17s}  {'kpPCK':>5s}  {'body':>5s}  {'false':>5s}  " \
