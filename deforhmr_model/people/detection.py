@@ -50,6 +50,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from deforhmr_model.people import blazepose as bp
+from deforhmr_model.people.exposure import correct_exposure
 from deforhmr_model.people.tiling import MIN_TILE_SIDE, bounded_tile_side
 
 # BlazePose landmark index of each COCO-17 keypoint (COCO order: nose, left/right eye,
@@ -148,7 +149,7 @@ class LandmarkDetector:
         ROI from its own alignment points. ``score`` is the pose presence.
         Raises ValueError for a bad image or boxes.
         """
-        pyr = bp.ImagePyramid(_check_image(image))
+        pyr = detector_input(image)
         rois = [bp.roi_from_box(b) for b in _check_boxes(boxes)]
         return self._landmarks(pyr, rois, None, self.refine)
 
@@ -238,7 +239,7 @@ class BlazePoseDetector(LandmarkDetector):
 
         Raises ValueError for an image of the wrong type, shape or dtype.
         """
-        pyr = bp.ImagePyramid(_check_image(image))
+        pyr = detector_input(image)
         _, kps, scores = self._detect_regions(pyr, self.regions(*pyr.size))
         rois = [bp.roi_from_alignment(k[0], k[1]) for k in kps]
         return self._verified(self._landmarks(pyr, rois, scores, self.refine))
@@ -458,6 +459,14 @@ def _affine_boxes(boxes: np.ndarray, affine: np.ndarray) -> np.ndarray:
     out[:, [0, 2]] = boxes[:, [0, 2]] * affine[0, 0] + affine[0, 2]
     out[:, [1, 3]] = boxes[:, [1, 3]] * affine[1, 1] + affine[1, 2]
     return out
+
+
+def detector_input(image) -> bp.ImagePyramid:
+    """The detectors' view of a user image ((H, W, 3) uint8 RGB): checked
+    (:func:`_check_image`), exposure-corrected when it is dark
+    (:func:`exposure.correct_exposure`: night shots), as an image pyramid.
+    Raises ValueError for an image of the wrong type, shape, dtype or size."""
+    return bp.ImagePyramid(correct_exposure(_check_image(image)))
 
 
 def _check_image(image) -> np.ndarray:

@@ -43,7 +43,7 @@ import dataclasses
 import numpy as np
 
 from deforhmr_model.people import blazepose as bp
-from deforhmr_model.people.detection import (DEFAULT_MIN_PERSON, Detection, LandmarkDetector, _check_image,
+from deforhmr_model.people.detection import (DEFAULT_MIN_PERSON, Detection, LandmarkDetector, detector_input,
                                              check_search_options,
                                              dedup, tile_regions)
 
@@ -239,14 +239,14 @@ class MoveNetDetector(LandmarkDetector):
     def find(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """MoveNet people only (no landmarks): boxes (M, 4) px, keypoints (M, 17, 3)
         (x px, y px, score), scores (M,), merged over all passes, best first."""
-        return self._find(bp.ImagePyramid(_check_image(image)))
+        return self._find(detector_input(image))
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """People in ``image`` ((H, W, 3) uint8 RGB), highest score first.
 
         Raises ValueError for an image of the wrong type, shape or dtype.
         """
-        pyr = bp.ImagePyramid(_check_image(image))
+        pyr = detector_input(image)
         boxes, kps, scores = self._find(pyr)
         rois = [roi_from_keypoints(k, b) for k, b in zip(kps, boxes)]
         n = len(rois)
