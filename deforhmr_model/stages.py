@@ -228,9 +228,10 @@ class FitStage:
         self.body_data, self.config = body_data, config
 
     def __call__(self, people: Sequence[Person], focal: float, pp: tuple[float, float],
-                 init: FitInit | None) -> FitInit | None:
+                 init: FitInit | None, warm_start: bool = False) -> FitInit | None:
         """Fitted parameters of ``people`` (None when there are none); focal and principal
-        point in px."""
+        point in px. ``warm_start``: ``init`` is the same people's fit in the previous video
+        frame (:func:`~deforhmr_model.fitting.fit.fit_to_keypoints`)."""
         if not people:
             return None
         kp = np.stack([p.keypoints_coco for p in people])
@@ -240,7 +241,7 @@ class FitStage:
         no_world = np.zeros((33, 3), np.float32)
         world = np.stack([p.world_landmarks if p.world_landmarks is not None else no_world for p in people])
         r = fit_to_keypoints(self.body_data, kp, bb, focal, pp, init=init, config=self.config,
-                             extra_keypoints=extra, world_landmarks=world)
+                             extra_keypoints=extra, world_landmarks=world, warm_start=warm_start)
         return FitInit(r.global_orient, r.body_pose, r.betas, r.transl)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from deforhmr_model.files.result import ImageResult, PersonResult, SequenceResult, TrackResult
-from deforhmr_model.fitting.fit import FitInit, fit_to_keypoints
+from deforhmr_model.fitting.fit import FitInit
 from deforhmr_model.video.reader import Frame, FrameSource
 from deforhmr_model.video.smoothing import DEFAULT_LEVEL, smooth_track, sigma_for
 from deforhmr_model.video.tracking import PersonTracker, box_iou
@@ -156,10 +156,10 @@ def _follow(pipe, image, boxes) -> list:
 
 
 def _fit_frame(pipe, image, index, tracked, states, cam, cfg) -> None:
-    from deforhmr_model.pipeline import _extra_keypoints
+    from deforhmr_model.pipeline import _extra_keypoints, _world_landmarks
     from deforhmr_model.stages import Person as _Person
     people = [_Person(np.asarray(d.bbox, np.float32), float(d.score), np.asarray(d.keypoints_coco, np.float32),
-                      _extra_keypoints(d)) for _, d in tracked]
+                      _extra_keypoints(d), _world_landmarks(d)) for _, d in tracked]
     for tid, _ in tracked:
         states.setdefault(tid, _TrackState(tid))
     if pipe.model is not None:   # network estimate per frame, the track's shape
@@ -193,13 +193,9 @@ def _fit_frame(pipe, image, index, tracked, states, cam, cfg) -> None:
 
 
 def _fit_group(pipe, people, _idx, cam, init, warm: bool):
-    focal, pp = cam.focal_length, cam.principal_point
-    kp = np.stack([p.keypoints_coco for p in people])
-    bb = np.stack([p.bbox for p in people])
-    extra = np.stack([p.keypoints_extra if p.keypoints_extra is not None else np.zeros((6, 3), np.float32)
-                      for p in people])
-    r = fit_to_keypoints(pipe.body_data, kp, bb, focal, pp, init=init, config=pipe.fit_config,
-                         extra_keypoints=extra, warm_start=warm)
+    """The pipeline's fit (:class:`~deforhmr_model.stages.FitStage`: keypoints, extremities,
+    world landmarks) of one frame's people; per person (global_orient, body_pose, betas, transl)."""
+    r = pipe.fitter(people, cam.focal_length, cam.principal_point, init, warm_start=warm)
     return [(r.global_orient[k].numpy(), r.body_pose[k].numpy(), r.betas[k].numpy(), r.transl[k].numpy())
             for k in range(len(people))]
 
