@@ -45,7 +45,7 @@ import numpy as np
 from deforhmr_model.people import blazepose as bp
 from deforhmr_model.people.detection import (DEFAULT_MIN_PERSON, Detection, LandmarkDetector, detector_input,
                                              check_search_options,
-                                             dedup, tile_regions)
+                                             dedup, same_roi, tile_regions)
 
 MOVENET_FILE = "movenet_multipose_lightning.tflite"
 CANVAS = 256               # input side (px, multiple of 32)
@@ -62,6 +62,8 @@ SPLIT_CHILD = 0.6          # a saturated pass's region is split into 2 x 2 tiles
 SPLIT_MIN = 2.0            # ... down to tiles of this x the smallest person looked for
 MAX_SPLIT_PASSES = 12      # at most this many passes from splitting
 ASSIST_SCORE = 0.5         # BlazePose-detector candidates rank after MoveNet's (scores are not comparable)
+ASSIST_SAME_ROI = 0.1      # a candidate whose ROI is this close to a MoveNet person's (detection.same_roi) is
+                           # that person: its landmark passes are skipped
 
 
 def decode_movenet(out: np.ndarray, affine: np.ndarray, canvas: int = CANVAS
@@ -252,7 +254,10 @@ class MoveNetDetector(LandmarkDetector):
         n = len(rois)
         if self.assist is not None:          # BlazePose's detector adds candidates (overlapping crowds)
             _, akps, ascores = self.assist._detect_regions(pyr, self.assist.regions(*pyr.size))
-            rois += [bp.roi_from_alignment(k[0], k[1]) for k in akps]
+            arois = [bp.roi_from_alignment(k[0], k[1]) for k in akps]
+            new = [i for i, r in enumerate(arois) if not any(same_roi(r, m, ASSIST_SAME_ROI) for m in rois[:n])]
+            rois += [arois[i] for i in new]              # people MoveNet has already found are not run again
+            ascores = ascores[new]
         people = self._landmarks(pyr, rois, None, self.refine)
         out = [dataclasses.replace(p, bbox=b.astype(np.float32), score=float(s), keypoints_coco=fuse_keypoints(p, k))
                for p, b, k, s in zip(people[:n], boxes, kps, scores) if s >= self.sure or p.quality >= self.min_quality]
