@@ -125,6 +125,7 @@ def foot_skating(J, go, frames):
 def bench_clip(pipe, name, path, threads, baseline_frames, overlay=False):
     from deforhmr_model.video.reader import VideoSource
     from deforhmr_model.video.sequence import SequenceConfig, recover_sequence, write_sequence_outputs
+    from deforhmr_model.video.contacts import lock_feet
     from deforhmr_model.video.smoothing import LEVELS, smooth_track
     src = VideoSource(path)
     c0, t0 = time.process_time(), time.perf_counter()
@@ -155,7 +156,7 @@ def bench_clip(pipe, name, path, threads, baseline_frames, overlay=False):
           f"sequence job x{(T / wall) / base_fps:.1f} (wall), x{(T / cpu) / base_cpu_fps:.1f} (cpu)")
     print("tracks: " + ", ".join(f"{t.track_id}: {len(t.frames)} frames ({t.frames[0]}..{t.frames[-1]})"
                                  for t in seq.tracks) + f"; identity switches {identity_switches(seq)}")
-    print(f"{'track':>5s} {'level':>7s} {'jitter cam':>10s} {'jitter pose':>11s} {'lag':>5s} {'corr':>5s} {'skate':>7s}"
+    print(f"{'track':>5s} {'level':>10s} {'jitter cam':>10s} {'jitter pose':>11s} {'lag':>5s} {'corr':>5s} {'skate':>7s}"
           "   (mm/frame^2, mm/frame^2, frames, -, mm/frame)")
     rows = []
     for t in seq.tracks:
@@ -163,14 +164,16 @@ def bench_clip(pipe, name, path, threads, baseline_frames, overlay=False):
             continue
         times = seq.frame_times[t.frames]
         Jraw = joints_of(pipe, t, t.global_orient, t.body_pose, t.transl)
-        for level in LEVELS:
-            go, bp, tr = smooth_track(t.global_orient, t.body_pose, t.transl, times, level)
+        for level in [*LEVELS, "light+lock"]:
+            go, bp, tr = smooth_track(t.global_orient, t.body_pose, t.transl, times, level.split("+")[0])
             J = joints_of(pipe, t, go, bp, tr)
+            if level.endswith("+lock"):
+                tr, J, _ = lock_feet(tr, J, go, times, t.frames)
             jc, jp = jitter(J, t.frames), jitter(J, t.frames, True)
             lg, corr = lag(Jraw, J, t.frames)
             sk = foot_skating(J, go, t.frames)
             rows.append((t.track_id, level, jc, jp))
-            print(f"{t.track_id:5d} {level:>7s} {jc:10.1f} {jp:11.1f} {lg:5.1f} {corr:5.2f} {sk:7.1f}")
+            print(f"{t.track_id:5d} {level:>10s} {jc:10.1f} {jp:11.1f} {lg:5.1f} {corr:5.2f} {sk:7.1f}")
     for tid in sorted({r[0] for r in rows}):
         off = next(r for r in rows if r[0] == tid and r[1] == "off")
         for r in rows:

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="frame rate of an image sequence (default 30), or override a video's")
     inf.add_argument("--smooth", choices=("off", "light", "strong"), default="light",
                      help="temporal smoothing of videos/sequences (default light)")
+    inf.add_argument("--foot-lock", action=argparse.BooleanOptionalAction, default=True,
+                     help="videos/sequences: keep planted feet from sliding by shifting the body along the "
+                          "floor (default on; --no-foot-lock keeps the fitted positions)")
     inf.add_argument("-v", "--verbose", action="store_true")
     inf.set_defaults(func=guard(_cmd_infer, file_error_status=2))
 
@@ -292,7 +295,7 @@ def _infer_sequence(pipe, inputs: list[Path], args, out: Path, stems: set[str], 
         return False
     bar = tqdm(total=source.num_frames or None, desc=source.name, unit="frame", disable=None)
     try:
-        seq = recover_sequence(pipe, source, SequenceConfig(smoothing=args.smooth),
+        seq = recover_sequence(pipe, source, SequenceConfig(smoothing=args.smooth, foot_lock=args.foot_lock),
                                progress=lambda f, n: (bar.update(1), bar.set_postfix(people=n)))
     except (ValueError, RuntimeError) as e:   # SequenceError is a ValueError; this input only
         bar.close()

@@ -32,6 +32,10 @@ class RecoverHumanMotion:
             "detect_every": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 10.0, "step": 0.1,
                                        "tooltip": "Seconds between full person detections (new people are "
                                                   "found then; in between people are followed); 0 = every frame"}),
+        }, "optional": {
+            "foot_lock": ("BOOLEAN", {"default": True,
+                                      "tooltip": "Keep planted feet from sliding: the body is shifted along the "
+                                                 "floor while a foot stands (the pose is unchanged)"}),
         }}
 
     RETURN_TYPES = (SEQUENCE, RESULTS)
@@ -41,7 +45,7 @@ class RecoverHumanMotion:
     FUNCTION = "recover"
     CATEGORY = CATEGORY
 
-    def recover(self, model, image, fps=24.0, smoothing="light", detect_every=0.5):
+    def recover(self, model, image, fps=24.0, smoothing="light", detect_every=0.5, foot_lock=True):
         from deforhmr_model.video.reader import ArraySource
         from deforhmr_model.video.sequence import SequenceConfig, frame_result, recover_sequence
 
@@ -58,7 +62,8 @@ class RecoverHumanMotion:
 
         with host.autograd_allowed(pipe.model is None or pipe.refine):
             seq = recover_sequence(pipe, ArraySource(frames, fps=float(fps), name="comfyui"),
-                                   SequenceConfig(smoothing=smoothing, detect_every=float(detect_every)),
+                                   SequenceConfig(smoothing=smoothing, detect_every=float(detect_every),
+                                                  foot_lock=bool(foot_lock)),
                                    progress=progress)
             results = [frame_result(seq, pipe.body, i) for i in range(seq.num_frames)]
         return (seq, results)

@@ -69,6 +69,7 @@ def test_cli_on_a_clip_writes_every_sequence_output(clip_run):
         assert t.betas.shape == (10,) and np.isfinite(t.joints).all()
     meta = json.loads((out / "two_people.json").read_text())
     assert meta["version"] == 2 and meta["kind"] == "sequence" and meta["smoothing"] == "light"
+    assert meta["foot_lock"] is True and seq.foot_lock                # the default, recorded
     cap = cv2.VideoCapture(str(out / "two_people_overlay.mp4"))
     n, first = 0, None
     while True:

@@ -340,7 +340,8 @@ class SequenceResult:
     ``frame_times`` (T,) float64 seconds from the first frame (from the video's timestamps);
     ``fps`` the source's nominal frame rate; camera and body model as :class:`ImageResult`
     (one camera for the whole clip); ``tracks`` sorted by id; ``smoothing`` the temporal
-    smoothing applied (``off``/``light``/``strong``); ``source`` the video or folder path.
+    smoothing applied (``off``/``light``/``strong``); ``foot_lock`` whether planted feet were
+    locked (:mod:`deforhmr_model.video.contacts`); ``source`` the video or folder path.
 
     On disk (``kind: "sequence"``): per track ``track_ids`` (K,) int32, ``track_betas``
     (K, 10), ``track_rest_vertices`` (K, V, 3), ``track_rest_joints`` (K, 24, 3); one row per
@@ -364,6 +365,7 @@ class SequenceResult:
     smoothing: str = "off"
     model: dict[str, Any] = field(default_factory=dict)
     focal_source: str = "unknown"   # as ImageResult.focal_source
+    foot_lock: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -390,6 +392,7 @@ class SequenceResult:
                            "parents": [int(p) for p in self.parents]},
             "model": self.model,
             "smoothing": self.smoothing,
+            "foot_lock": bool(self.foot_lock),
             "tracks": [{"id": int(t.track_id), "method": t.method, "num_frames": int(len(t.frames)),
                         "first_frame": int(t.frames[0]) if len(t.frames) else -1,
                         "last_frame": int(t.frames[-1]) if len(t.frames) else -1,
@@ -473,7 +476,7 @@ def load_sequence(path: str | os.PathLike) -> SequenceResult:
         faces=data["faces"], lbs_weights=data["lbs_weights"], parents=data["parents"],
         joint_names=meta["body_model"]["joint_names"], body_model=bm, tracks=tracks,
         source=src.get("path"), smoothing=meta.get("smoothing", "off"), model=meta.get("model", {}),
-        focal_source=str(cam.get("focal_source", "unknown")))
+        focal_source=str(cam.get("focal_source", "unknown")), foot_lock=meta.get("foot_lock") is True)
 
 
 def _ground_plane(gp) -> dict[str, Any] | None:

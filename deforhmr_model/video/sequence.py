@@ -31,6 +31,7 @@ import torch
 from deforhmr_model.files.result import ImageResult, PersonResult, SequenceResult, TrackResult
 from deforhmr_model.fitting.fit import FitInit
 from deforhmr_model.video.reader import Frame, FrameSource
+from deforhmr_model.video.contacts import lock_feet
 from deforhmr_model.video.smoothing import DEFAULT_LEVEL, smooth_track, sigma_for
 from deforhmr_model.video.tracking import PersonTracker, box_iou
 
@@ -48,12 +49,15 @@ class SequenceConfig:
     max_missed: seconds a track may go unseen (occlusion) and keep its id.
     warm_gap: a track seen at most this many frames ago is fitted from its last parameters
         (warm start); a longer gap refits from scratch.
+    foot_lock: after smoothing, shift each track's root along the floor so that planted feet
+        stay put (:mod:`~deforhmr_model.video.contacts`; the pose is unchanged).
     """
 
     smoothing: str | float = DEFAULT_LEVEL
     detect_every: float = 0.5
     max_missed: float = 1.0
     warm_gap: int = 3
+    foot_lock: bool = True
 
 
 @dataclass
@@ -216,6 +220,8 @@ def _finish(pipe, source, states, times, cam, cfg) -> SequenceResult:
                                   times[frames], cfg.smoothing)
         betas = st.betas.reshape(1, -1).float()
         joints = body_joints(pipe.body, go, bp, betas, tr)
+        if cfg.foot_lock:
+            tr, joints, _ = lock_feet(tr, joints, go, times[frames], frames)
         with torch.inference_mode():
             rv, rj = pipe.body.rest(betas.to(pipe.device))
         tracks.append(TrackResult(
@@ -228,7 +234,8 @@ def _finish(pipe, source, states, times, cam, cfg) -> SequenceResult:
         principal_point=(float(pp[0]), float(pp[1])), faces=np.asarray(d.faces, np.int32),
         lbs_weights=np.asarray(d.lbs_weights, np.float32), parents=np.asarray(d.parents, np.int32),
         joint_names=list(d.joint_names), body_model={"id": d.id, "name": d.name, "license": d.license},
-        tracks=tracks, source=getattr(source, "path", None), smoothing=level, focal_source=cam.source,
+        tracks=tracks, source=getattr(source, "path", None), smoothing=level, foot_lock=bool(cfg.foot_lock),
+        focal_source=cam.source,
         model={"name": pipe.model_name} if pipe.model is not None else {})
 
 
