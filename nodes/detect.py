@@ -40,10 +40,11 @@ class DetectPeople:
                                                    "(movenet 0.2, blazepose 0.5)"}),
                 "max_people": ("INT", {"default": 0, "min": 0, "max": 64, "step": 1,
                                        "tooltip": "Keep at most this many people per frame (highest scores); 0 = all"}),
-                "refine_keypoints": ("BOOLEAN", {"default": True,
+                "refine_keypoints": ("BOOLEAN", {"default": False,
                                                  "tooltip": "Run the keypoint model a second time on the rotated "
-                                                            "crop from its first pass (tilted and upside-down "
-                                                            "people; only where the crop changes)"}),
+                                                            "crop from its first pass and keep the more confident "
+                                                            "pass (twice the keypoint cost; the default MoveNet "
+                                                            "crops are already rotated)"}),
             },
             "optional": {
                 "min_person": ("FLOAT", {"default": 0.2, "min": 0.05, "max": 1.0, "step": 0.05,
@@ -66,7 +67,7 @@ class DetectPeople:
     FUNCTION = "detect"
     CATEGORY = CATEGORY
 
-    def detect(self, image, threshold=0.0, max_people=0, refine_keypoints=True, min_person=DEFAULT_MIN_PERSON,
+    def detect(self, image, threshold=0.0, max_people=0, refine_keypoints=False, min_person=DEFAULT_MIN_PERSON,
                bboxes=None, detector="movenet", model=None):
         from .convert import image_to_frames
         from .handles import PeopleBatch, boxes_from_bounding_box, boxes_to_bounding_box

@@ -49,6 +49,16 @@ def test_letterbox_and_decode_round_trip():
     np.testing.assert_allclose(kps[0, 0, :2], [130, 120], atol=1e-3)
 
 
+def test_turned_affine_maps_a_turned_tile_back():
+    # a point of the tile turned 180 degrees lands where the same image point of the upright tile does
+    affine = np.array([[2.0, 0.0, 10.0], [0.0, 2.0, -20.0]])
+    C = 256
+    x, y = 40.0, 100.0                                         # upright canvas px
+    up = affine[:, :2] @ [x, y] + affine[:, 2]
+    turned = mn.turned_affine(affine, C)
+    np.testing.assert_allclose(turned[:, :2] @ [C - x, C - y] + turned[:, 2], up)
+
+
 def test_cut_by_inner_edge_only_inner_edges():
     size = (1000, 600)
     region = (400.0, 0.0, 800.0, 400.0)   # left, right and bottom edges are inside the image; top is the border
@@ -178,7 +188,7 @@ def test_fuse_keypoints_is_the_mean():
 def test_detector_options_and_errors():
     det = make_detector("movenet")
     assert isinstance(det, mn.MoveNetDetector) and isinstance(det, LandmarkDetector)
-    assert isinstance(det, PersonDetector) and det.refine
+    assert isinstance(det, PersonDetector) and not det.refine       # MoveNet's keypoint ROI is already rotated
     assert type(make_detector("BlazePose")).__name__ == "BlazePoseDetector"
     with pytest.raises(ValueError, match="unknown detector"):
         make_detector("yolo")
@@ -225,6 +235,30 @@ def test_movenet_finds_the_annotated_people(coco_crowd):
     final = np.stack([p.bbox for p in people]).astype(float)
     assert (bp.box_iou(gt_boxes, final).max(1) >= 0.5).all()
     assert [p.score for p in people] == sorted((p.score for p in people), reverse=True)
+
+
+def test_upside_down_people_keep_their_keypoints(coco_crowd):
+    """The photo turned 180 degrees: people are found and their keypoints land on the turned
+    annotations (the landmark ROI takes its rotation from MoveNet's hips -> shoulders)."""
+    image, gt_boxes, gt_kps = coco_crowd
+    H, W = image.shape[:2]
+    turned = np.ascontiguousarray(image[::-1, ::-1])
+    people = mn.MoveNetDetector().detect(turned)
+    boxes = np.stack([p.bbox for p in people]).astype(float)
+    t_boxes = np.stack([W - gt_boxes[:, 2], H - gt_boxes[:, 3], W - gt_boxes[:, 0], H - gt_boxes[:, 1]], 1)
+    iou = bp.box_iou(t_boxes, boxes)
+    found = iou.max(1) >= 0.5
+    assert found.sum() >= len(gt_boxes) - 1, iou.max(1)
+    hits = n = 0
+    for g in np.flatnonzero(found):
+        p = people[int(iou[g].argmax())]
+        vis = gt_kps[g, :, 2] > 0
+        truth = np.stack([W - gt_kps[g, vis, 0], H - gt_kps[g, vis, 1]], 1)
+        err = np.linalg.norm(p.keypoints_coco[vis, :2] - truth, axis=1)
+        hits += int((err < 0.2 * np.ptp(t_boxes[g].reshape(2, 2), 0).max()).sum())
+        n += int(vis.sum())
+        assert abs(abs(float(p.roi[3])) - np.pi) < 0.8                 # the crop is turned, not upright
+    assert hits / n > 0.8
 
 
 def test_pipeline_cli_and_node_paths_use_movenet(coco_crowd, tmp_path):

@@ -120,7 +120,9 @@ class LandmarkDetector:
     num_threads : CPU threads of each LiteRT interpreter.
     min_quality : keep people whose keypoint quality is at least this (0 keeps all).
     refine : run the landmark model a second time on the ROI from its own alignment
-        points (MediaPipe's tracking step: keeps the body's rotation; a second landmark pass).
+        points (MediaPipe's tracking step: keeps the body's rotation; a second landmark pass)
+        and keep that pass where its keypoint quality (:func:`landmark_quality`) is at least
+        the first's. User boxes (:meth:`keypoints_for_boxes`) always get it.
     landmark_path : landmark model file; default ``pose_landmark_full.tflite`` found by
         ``deforhmr_model.files.weights.require_file``.
 
@@ -140,18 +142,19 @@ class LandmarkDetector:
     def detect(self, image: np.ndarray) -> list[Detection]:  # pragma: no cover - subclasses
         raise NotImplementedError
 
-    def keypoints_for_boxes(self, image: np.ndarray, boxes) -> list[Detection]:
+    def keypoints_for_boxes(self, image: np.ndarray, boxes, refine: bool = True) -> list[Detection]:
         """Landmarks for user-given person boxes ((N, 4) or (4,) x0, y0, x1, y1 px): one
         :class:`Detection` per box, in the boxes' order, none dropped.
 
         The ROI is the upright square around the box centre, side 1.5 x the box's longer
-        side (:func:`blazepose.roi_from_box`); with ``refine`` the model runs again on the
-        ROI from its own alignment points. ``score`` is the pose presence.
+        side (:func:`blazepose.roi_from_box`); the model runs again on the ROI from its own
+        alignment points, kept where it is at least as confident (an upright box has lost
+        the body's rotation); ``refine`` False skips it. ``score`` is the pose presence.
         Raises ValueError for a bad image or boxes.
         """
         pyr = detector_input(image)
         rois = [bp.roi_from_box(b) for b in _check_boxes(boxes)]
-        return self._landmarks(pyr, rois, None, self.refine)
+        return self._landmarks(pyr, rois, None, refine)
 
     # ------------------------------------------------------------------ landmark stage
     def _landmark_model(self) -> bp.TfliteModel:
@@ -179,7 +182,8 @@ class LandmarkDetector:
             if redo:
                 lms2, presence2, masks2, world2 = self._run_landmarks(pyr, [new[i] for i in redo])
                 for k, i in enumerate(redo):
-                    rois[i], lms[i], presence[i], masks[i], world[i] = new[i], lms2[k], presence2[k], masks2[k], world2[k]
+                    if landmark_quality(lms2[k], pyr.size) >= landmark_quality(lms[i], pyr.size):
+                        rois[i], lms[i], presence[i], masks[i], world[i] = new[i], lms2[k], presence2[k], masks2[k], world2[k]
         people = []
         for i, roi in enumerate(rois):
             score = float(scores[i]) if scores is not None else float(presence[i])
@@ -417,12 +421,20 @@ def landmark_box(keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- helpers
+def landmark_quality(lm: np.ndarray, size: tuple[int, int]) -> float:
+    """Keypoint quality in [0, 1] of one landmark-model output (39, 5) (x px, y px,
+    visibility, presence, heatmap confidence): the mean heatmap confidence of the 33 body
+    landmarks inside the image of ``size`` = (W, H); 0 when none is inside."""
+    body = lm[: bp.NUM_BODY]
+    inside = (body[:, 0] >= 0) & (body[:, 0] < size[0]) & (body[:, 1] >= 0) & (body[:, 1] < size[1])
+    return float(body[inside, 4].mean()) if inside.any() else 0.0
+
+
 def _make_detection(lm: np.ndarray, mask_xy: np.ndarray, score: float, presence: float, roi: bp.Roi,
                     size, world: np.ndarray | None = None) -> Detection:
     body = lm[: bp.NUM_BODY]
     kps = body[:, :3].astype(np.float32)
-    inside = (body[:, 0] >= 0) & (body[:, 0] < size[0]) & (body[:, 1] >= 0) & (body[:, 1] < size[1])
-    quality = float(body[inside, 4].mean()) if inside.any() else 0.0
+    quality = landmark_quality(lm, size)
     return Detection(bbox=body_box(kps, mask_xy, size), score=score, keypoints=kps,
                      keypoints_coco=kps[list(COCO_FROM_BLAZEPOSE)].copy(), presence=presence,
                      quality=quality, roi=np.array([*roi.center, roi.size, roi.rotation], np.float32),
