@@ -55,8 +55,15 @@ def test_turned_affine_maps_a_turned_tile_back():
     C = 256
     x, y = 40.0, 100.0                                         # upright canvas px
     up = affine[:, :2] @ [x, y] + affine[:, 2]
-    turned = mn.turned_affine(affine, C)
-    np.testing.assert_allclose(turned[:, :2] @ [C - x, C - y] + turned[:, 2], up)
+    for k in (0, 1, 2, 3):                                     # the same pixel found in np.rot90(tile, k)
+        tile = np.zeros((C, C), np.uint8)
+        tile[int(y), int(x)] = 1
+        yy, xx = np.argwhere(np.rot90(tile, k))[0] + 0.5         # pixel centre in the turned tile
+        turned = mn.turned_affine(affine, C, k)
+        np.testing.assert_allclose(turned[:, :2] @ [xx, yy] + turned[:, 2], affine[:, :2] @ [x + 0.5, y + 0.5]
+                                   + affine[:, 2], atol=1e-9)
+    with pytest.raises(ValueError, match="quarter turns"):
+        mn.MoveNetDetector(turns=(0,))
 
 
 def test_cut_by_inner_edge_only_inner_edges():
@@ -237,15 +244,26 @@ def test_movenet_finds_the_annotated_people(coco_crowd):
     assert [p.score for p in people] == sorted((p.score for p in people), reverse=True)
 
 
-def test_upside_down_people_keep_their_keypoints(coco_crowd):
-    """The photo turned 180 degrees: people are found and their keypoints land on the turned
-    annotations (the landmark ROI takes its rotation from MoveNet's hips -> shoulders)."""
+def _turn_points(xy, k, W, H):
+    """Image points (..., 2) of a W x H image -> the same points in np.rot90(image, k)."""
+    xy = np.asarray(xy, float)
+    for j in range(k):
+        w = W if j % 2 == 0 else H
+        xy = np.stack([xy[..., 1], w - xy[..., 0]], -1)
+    return xy
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_lying_and_upside_down_people_are_found_with_their_keypoints(coco_crowd, k):
+    """The photo turned 90 degrees (people lying) and 180 degrees (upside down): people are
+    found and their keypoints land on the turned annotations; the landmark crops are turned
+    too (their rotation comes from MoveNet's hips -> shoulders)."""
     image, gt_boxes, gt_kps = coco_crowd
     H, W = image.shape[:2]
-    turned = np.ascontiguousarray(image[::-1, ::-1])
-    people = mn.MoveNetDetector().detect(turned)
+    people = mn.MoveNetDetector().detect(np.ascontiguousarray(np.rot90(image, k)))
     boxes = np.stack([p.bbox for p in people]).astype(float)
-    t_boxes = np.stack([W - gt_boxes[:, 2], H - gt_boxes[:, 3], W - gt_boxes[:, 0], H - gt_boxes[:, 1]], 1)
+    corners = _turn_points(gt_boxes.reshape(-1, 2, 2), k, W, H)
+    t_boxes = np.concatenate([corners.min(1), corners.max(1)], 1)
     iou = bp.box_iou(t_boxes, boxes)
     found = iou.max(1) >= 0.5
     assert found.sum() >= len(gt_boxes) - 1, iou.max(1)
@@ -253,11 +271,12 @@ def test_upside_down_people_keep_their_keypoints(coco_crowd):
     for g in np.flatnonzero(found):
         p = people[int(iou[g].argmax())]
         vis = gt_kps[g, :, 2] > 0
-        truth = np.stack([W - gt_kps[g, vis, 0], H - gt_kps[g, vis, 1]], 1)
+        truth = _turn_points(gt_kps[g, vis, :2], k, W, H)
         err = np.linalg.norm(p.keypoints_coco[vis, :2] - truth, axis=1)
         hits += int((err < 0.2 * np.ptp(t_boxes[g].reshape(2, 2), 0).max()).sum())
         n += int(vis.sum())
-        assert abs(abs(float(p.roi[3])) - np.pi) < 0.8                 # the crop is turned, not upright
+        turn = abs(np.remainder(float(p.roi[3]), 2 * np.pi) - np.pi)     # distance from upside down
+        assert abs(turn - (np.pi / 2 if k == 1 else 0.0)) < 0.8          # the crop is turned, not upright
     assert hits / n > 0.8
 
 

@@ -13,9 +13,11 @@ How people are found (:class:`MoveNetDetector`):
    ``canvas`` x ``canvas`` input (the interpreter is never resized). Tiles let it find
    more than 6 people and people too small for the whole-image pass. A pass that fills
    (nearly) all 6 slots is split into 2 x 2 smaller tiles (:func:`split_region`): crowds
-   get more passes, ordinary photos none. The whole image is also run turned 180 degrees
-   (``turned_pass``, one more pass): MoveNet misses most upside-down people (gymnasts,
-   dancers; on the dev photos turned 180 degrees it found 12 of 17 people, 16 with it).
+   get more passes, ordinary photos none. The whole image is also run turned by 90, 180
+   and 270 degrees (``turns``, three more passes): MoveNet misses most people lying down
+   or upside down (on the COCO and MPII dev photos turned by 90 degrees it found 12 of 17
+   people, 17 with the turned passes; turned 180 degrees 12 and 16). A person found both
+   upright and turned keeps the upright pass's keypoints (:data:`TURNED_SCORE`).
 2. **Cut people.** A tile detection whose box reaches an *inner* tile edge (one that is
    not the image border) is dropped: the person continues outside the tile and is seen
    whole by a larger pass or a neighbouring, overlapping tile.
@@ -66,6 +68,7 @@ MAX_TILES = 12
 SPLIT_CHILD = 0.6          # a saturated pass's region is split into 2 x 2 tiles of this x its side
 SPLIT_MIN = 2.0            # ... down to tiles of this x the smallest person looked for
 MAX_SPLIT_PASSES = 12      # at most this many passes from splitting
+TURNED_SCORE = 0.8         # a person found both upright and turned keeps the upright pass's keypoints
 ASSIST_SCORE = 0.5         # BlazePose-detector candidates rank after MoveNet's (scores are not comparable)
 ASSIST_SAME_ROI = 0.1      # a candidate whose ROI is this close to a MoveNet person's (detection.same_roi) is
                            # that person: its landmark passes are skipped
@@ -211,7 +214,9 @@ class MoveNetDetector(LandmarkDetector):
     sure : MoveNet score from which a person is kept whatever the landmark quality.
     assist_min_person : BlazePose's detector adds candidates, tiled down to this
         fraction of the short side; None: MoveNet alone.
-    turned_pass : also run the whole image turned 180 degrees (upside-down people).
+    turns : also run the whole image turned by these quarter turns (counter-clockwise):
+        (1, 2, 3) (default) finds people lying down and upside down; (2,) upside down
+        only (two passes fewer); () none.
     movenet_path : model file; default ``movenet_multipose_lightning.tflite``.
 
     Cost: one MoveNet pass per region (~15-25 ms at 256 px, 2 threads), a few BlazePose
@@ -222,7 +227,7 @@ class MoveNetDetector(LandmarkDetector):
     def __init__(self, threshold: float = 0.2, max_people: int | None = None, *, num_threads: int = 2,
                  min_person: float = DEFAULT_MIN_PERSON, tile_overlap: float = 0.5, max_tiles: int = MAX_TILES,
                  min_quality: float = 0.45, sure: float = 0.25, refine: bool = False, canvas: int = CANVAS,
-                 assist_min_person: float | None = 0.4, turned_pass: bool = True, movenet_path=None,
+                 assist_min_person: float | None = 0.4, turns: tuple[int, ...] = (1, 2, 3), movenet_path=None,
                  landmark_path=None):
         super().__init__(max_people, num_threads=num_threads, min_quality=min_quality, refine=refine,
                          landmark_path=landmark_path)
@@ -230,7 +235,10 @@ class MoveNetDetector(LandmarkDetector):
         if canvas < 32 or canvas % 32:
             raise ValueError(f"canvas must be a multiple of 32 px, got {canvas}")
         self.threshold, self.min_person, self.tile_overlap = threshold, min_person, tile_overlap
-        self.max_tiles, self.canvas, self.sure, self.turned_pass = max_tiles, canvas, sure, turned_pass
+        self.max_tiles, self.canvas, self.sure = max_tiles, canvas, sure
+        if any(t % 4 == 0 for t in turns) or len(set(t % 4 for t in turns)) != len(turns):
+            raise ValueError(f"turns must be distinct quarter turns among 1, 2, 3, got {turns}")
+        self.turns = tuple(int(t) % 4 for t in turns)
         self.confident_score = sure   # a score from which a detection is surely a person (trackers start tracks)
         self.assist = None
         if assist_min_person:
@@ -298,13 +306,14 @@ class MoveNetDetector(LandmarkDetector):
             all_b.append(b[keep])
             all_k.append(k[keep])
             all_s.append(s[keep])
-            if passes == 1 and self.turned_pass:   # the whole image upside down: people upside down in it
-                b, k, s = decode_movenet(self._movenet.run(tile[None, ::-1, ::-1])[0],
-                                         turned_affine(affine, self.canvas), self.canvas)
+            for turns in (self.turns if passes == 1 else ()):   # the whole image turned: people
+                turned = np.ascontiguousarray(np.rot90(tile, turns))  # upside down / lying in it
+                b, k, s = decode_movenet(self._movenet.run(turned[None])[0],
+                                         turned_affine(affine, self.canvas, turns), self.canvas)
                 keep = s >= self.threshold
                 all_b.append(_sorted_corners(b[keep]))
                 all_k.append(k[keep])
-                all_s.append(s[keep])
+                all_s.append(s[keep] * TURNED_SCORE)
         b, k, s = np.concatenate(all_b), np.concatenate(all_k), np.concatenate(all_s)
         b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, W)
         b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, H)
@@ -327,12 +336,18 @@ def split_region(region, min_side: float, child: float = SPLIT_CHILD) -> list[tu
     return [(ax, ay, bx, by) for ay, by in spans(y0, y1) for ax, bx in spans(x0, x1)]
 
 
-def turned_affine(affine: np.ndarray, canvas: int) -> np.ndarray:
-    """The (2, 3) canvas px -> image px affine of a tile turned 180 degrees: turned canvas
-    point (x, y) is point (canvas - x, canvas - y) of the tile ``affine`` maps."""
+def turned_affine(affine: np.ndarray, canvas: int, quarter_turns: int = 2) -> np.ndarray:
+    """The (2, 3) canvas px -> image px affine of a square tile turned by ``np.rot90(tile,
+    quarter_turns)`` (counter-clockwise on screen), given the upright tile's ``affine``.
+    A turned canvas point (x, y) is the upright point (C - y, x) after one quarter turn,
+    (C - x, C - y) after two, (y, C - x) after three (C = ``canvas``)."""
+    C = float(canvas)
+    back = {0: ((1, 0, 0), (0, 1, 0)), 1: ((0, -1, C), (1, 0, 0)),
+            2: ((-1, 0, C), (0, -1, C)), 3: ((0, 1, 0), (-1, 0, C))}[quarter_turns % 4]
+    T = np.array(back, float)                                 # turned canvas -> upright canvas
     out = np.empty((2, 3))
-    out[:, :2] = -affine[:, :2]
-    out[:, 2] = affine[:, :2] @ np.array([canvas, canvas], float) + affine[:, 2]
+    out[:, :2] = affine[:, :2] @ T[:, :2]
+    out[:, 2] = affine[:, :2] @ T[:, 2] + affine[:, 2]
     return out
 
 
