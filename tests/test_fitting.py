@@ -205,3 +205,64 @@ def test_rodrigues_matches_the_rotation_library():
     v = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * 1.5
     torch.testing.assert_close(rodrigues(v), axis_angle_to_rotmat(v), atol=1e-5, rtol=0)
     torch.testing.assert_close(rodrigues(torch.zeros(1, 3)), torch.eye(3)[None])
+
+
+def _open_body_scene():
+    """Two standing people (arms down, one elbow bent) on the shipped open body, which has
+    real feet: truth rotations, keypoints (2,23,3), boxes and world landmarks (2,33,3)."""
+    from deforhmr_model.body.model import default_body_data
+    data = default_body_data()
+    R, betas, transl, kp, boxes, world = _posed_scene(data, [({(18, 1): -1.0}, 0.0), ({(19, 1): 1.0}, 0.5)])
+    return data, R, betas, transl, kp, boxes, world
+
+
+def test_heels_and_toes_do_not_pull_the_ankles_off_their_keypoints():
+    """Heel and toe keypoints from another detector, off by a fifth of the body (BlazePose's feet
+    vs MoveNet's ankles), turn the feet but leave the ankles on the ankle keypoints."""
+    data, R, betas, transl, kp, boxes, world = _open_body_scene()
+    off = kp.clone()
+    off[:, [17, 19], 0] += 0.2 * (boxes[:, 3] - boxes[:, 1])[:, None]    # left heel and toe shifted
+    fit = fit_to_keypoints(data, off[:, :17], boxes, F, PP, extra_keypoints=off[:, 17:])
+    body = BodyModel(data)
+    out = body(fit.global_orient, fit.body_pose, fit.betas, fit.transl)
+    uv = perspective_projection(body.coco17(out), F, torch.tensor(PP))
+    ankle_px = (uv[:, 15] - kp[:, 15, :2]).norm(dim=-1)
+    print("\nleft ankle px off its keypoint:", ankle_px.round().tolist())
+    assert (ankle_px < 6).all()
+
+
+def test_confident_keypoints_win_the_image_plane_over_world_landmarks():
+    """World landmarks with the elbows, wrists, knees and ankles 10 cm too far out sideways (a
+    landmark-model error) and confident 2D keypoints: the body follows the keypoints in the
+    image (before, the landmarks pulled the limbs ~3x further off: 5.4 px vs 2 px)."""
+    data, R, betas, transl, kp, boxes, world = _open_body_scene()
+    wrong = world.clone()
+    wrong[:, [13, 15, 25, 27], 0] += 0.1      # BlazePose left elbow, wrist, knee, ankle
+    wrong[:, [14, 16, 26, 28], 0] -= 0.1      # and the right ones
+    fit = fit_to_keypoints(data, kp[:, :17], boxes, F, PP, extra_keypoints=kp[:, 17:], world_landmarks=wrong)
+    body = BodyModel(data)
+    out = body(fit.global_orient, fit.body_pose, fit.betas, fit.transl)
+    uv = perspective_projection(body.coco17(out), F, torch.tensor(PP))
+    limb_px = (uv[:, 5:] - kp[:, 5:17, :2]).norm(dim=-1).mean()
+    print(f"\nmean limb keypoint px: {limb_px:.1f}")
+    assert limb_px < 3.0
+
+
+def test_a_low_confidence_keypoint_still_places_its_joint(body_data):
+    """A half-occluded wrist (confidence 0.2) is used, weighted by its confidence."""
+    R, betas, transl, kp, boxes, _ = _scene(body_data)
+    weak = kp.clone()
+    weak[:, 9:11, 2] = 0.2
+    gone = kp.clone()
+    gone[:, 9:11, 2] = 0.0
+    body = BodyModel(body_data)
+
+    def wrist_px(k):
+        fit = fit_to_keypoints(body_data, k, boxes, F, PP)
+        out = body(fit.global_orient, fit.body_pose, fit.betas, fit.transl)
+        uv = perspective_projection(body.coco17(out), F, torch.tensor(PP))
+        return (uv[:, 9:11] - kp[:, 9:11, :2]).norm(dim=-1).max()
+
+    used, unused = wrist_px(weak), wrist_px(gone)
+    print(f"\nworst wrist px: confidence 0.2 {used:.1f}, no keypoint {unused:.1f}")
+    assert used < 0.4 * unused

@@ -20,7 +20,11 @@ Objective (per person, batched over people and hypotheses)::
   17 COCO keypoints plus heels, toes and hands (BlazePose gives them; they orient
   the feet and hands), residuals in units of the person's box size (so the
   weights do not depend on image resolution); sigma is annealed from 0.5 to
-  0.1 box so that far-off limbs still get a gradient early on.
+  0.1 box so that far-off limbs still get a gradient early on. A heel, toe or
+  hand whose ankle or wrist keypoint is seen enters relative to it (its residual
+  minus the ankle's or wrist's): it turns the foot or hand but cannot pull the
+  limb off its own keypoint when the two detectors disagree; without the ankle
+  or wrist it places the limb end itself.
 * ``E_pose``: squared axis-angle distance to the prior mean (relaxed A-pose, or
   the network's pose), weighted per joint: joints that the 17 keypoints do not
   observe (spine, feet, hands, collars, head twist) are held strongly.
@@ -32,10 +36,14 @@ Objective (per person, batched over people and hypotheses)::
   theirs (metres, camera axes after turning the landmarks' view axis onto the ray
   through the person), robust, visibility-weighted. It carries what 2D keypoints
   cannot: which limb is in front (side-on people's arms, kneeling shins, lying
-  bodies) and where occluded limbs are.
+  bodies) and where occluded limbs are. Its image-plane (x, y) part is weighted
+  by 1 - the point's 2D keypoint confidence: where a keypoint measures the point
+  in the image, the landmarks only say its depth.
 
-Keypoints below ``min_confidence`` are ignored; joints without confident
-keypoints are held by the pose prior and, with world landmarks, by ``E_3D``.
+Keypoints below ``min_confidence`` (0.1) are ignored, the others weighted by
+their confidence (a half-occluded wrist at 0.2 still says roughly where it is);
+joints without keypoints are held by the pose prior and, with world landmarks,
+by ``E_3D``.
 Fitting never changes torch's process-wide thread count.
 
 Only the 24 joints and 9 vertices (face points, heels, toes) enter the objective,
@@ -62,6 +70,8 @@ from deforhmr_model.geometry.rotation import axis_angle_to_rotmat, rot6d_to_rotm
 # Extremity keypoints after the COCO-17 (indices 17..22): they orient the feet and hands.
 EXTRA_NAMES = ("left_heel", "right_heel", "left_toe", "right_toe", "left_hand", "right_hand")
 NUM_KEYPOINTS = 17 + len(EXTRA_NAMES)
+# The COCO keypoint each extremity keypoint hangs from (ankles 15/16, wrists 9/10)
+EXTRA_ANCHORS = (15, 16, 15, 16, 9, 10)
 KEYPOINT_WEIGHTS = np.array([0.5, 0.3, 0.3, 0.3, 0.3] + [1.0] * 12 + [1.0] * 4 + [0.5] * 2, np.float32)
 SMPL_FOOT_VERTEX_IDS = {"left_heel": 3387, "right_heel": 6787, "left_toe": 3216, "right_toe": 6617}
 # BlazePose landmark indices: heels 29/30, foot index (toe tip) 31/32, pinky 17/18, index 19/20
@@ -112,7 +122,7 @@ class FitConfig:
     iters_full: int = 120       # stage 2: everything
     lr_global: float = 0.05
     lr_full: float = 0.03
-    min_confidence: float = 0.3  # keypoints below this are ignored
+    min_confidence: float = 0.1  # keypoints below this are ignored (above: weighted by confidence)
     w_pose: float = 0.02
     w_limits: float = 1.0
     w_shape: float = 0.005
@@ -415,9 +425,13 @@ class _Problem:
         self.body, self.cfg, self.focal, self.pp, self.refine = body, cfg, focal, pp, refine
         self.kp, self.conf, self.scale, self.prior_mean = kp, conf, scale, prior_mean
         self.world_t, self.world_w = world_t, world_w
+        # image-plane part of the world term: only where no confident 2D keypoint says where
+        # the point is (the keypoint is measured in the image; the landmark model guesses)
+        self.world_xy = 1.0 - conf[:, list(WORLD_BODY_KEYPOINTS)].clamp(0, 1)
         self.R0 = None  # (N,3,3) start rotation of each row (set by _run)
         self.wj = joint_prior_weights(conf)
         self.kw = torch.as_tensor(KEYPOINT_WEIGHTS)
+        self.anchor_on = (conf[:, list(EXTRA_ANCHORS)] > 0).float()
         torso = torch.zeros(NUM_KEYPOINTS)
         torso[[5, 6, 11, 12]] = 1.0
         self.torso_w = torso + 0.2 * self.kw * (torso == 0)
@@ -435,14 +449,19 @@ class _Problem:
         R = torch.cat([(self.R0 @ rodrigues(delta))[:, None], rodrigues(pose)], 1)
         k3 = self.body.keypoints(R, betas, transl)
         proj = perspective_projection(k3, self.focal, self.pp)
-        r2 = (((proj - self.kp[..., :2]) / self.scale[:, None, None]) ** 2).sum(-1)
+        res = proj - self.kp[..., :2]
+        # an extremity whose ankle/wrist keypoint is seen: residual relative to that keypoint's,
+        # so it turns the foot/hand and never pulls the limb end off its own keypoint
+        res = torch.cat([res[:, :17], res[:, 17:] - self.anchor_on[..., None] * res[:, list(EXTRA_ANCHORS)]], 1)
+        r2 = ((res / self.scale[:, None, None]) ** 2).sum(-1)
         w = self.conf * (self.kw if full else self.torso_w)
         rho = sigma ** 2 * r2 / (sigma ** 2 + r2)
         e = 100.0 * (w * rho).sum(-1) / w.sum(-1).clamp(min=1e-6)  # residuals in units of box/10
         e = e + cfg.w_depth * 0.01 * ((transl[:, 2] - z0) / z0) ** 2
         if self.world_t is not None and cfg.w_world > 0:
             rel = k3[:, list(WORLD_BODY_KEYPOINTS)] - (k3[:, 11:12] + k3[:, 12:13]) / 2
-            q2 = ((rel - self.world_t) ** 2).sum(-1)
+            d2 = (rel - self.world_t) ** 2
+            q2 = self.world_xy * d2[..., :2].sum(-1) + d2[..., 2]
             sw2 = cfg.sigma_world ** 2
             ew = (self.world_w * sw2 * q2 / (sw2 + q2)).sum(-1) / self.world_w.sum(-1).clamp(min=1e-6)
             e = e + cfg.w_world * 100.0 * ew
