@@ -446,7 +446,8 @@ class _Problem:
         (torso-weighted keypoints, no pose terms)."""
         cfg = self.cfg
         delta, pose, betas, transl = params
-        R = torch.cat([(self.R0 @ rodrigues(delta))[:, None], rodrigues(pose)], 1)
+        R = rodrigues(torch.cat([delta[:, None], pose], 1))   # one call: (N,24,3,3)
+        R = torch.cat([(self.R0 @ R[:, 0])[:, None], R[:, 1:]], 1)
         k3 = self.body.keypoints(R, betas, transl)
         proj = perspective_projection(k3, self.focal, self.pp)
         res = proj - self.kp[..., :2]
@@ -478,7 +479,7 @@ class _Problem:
         if not iters:
             return
         cfg = self.cfg
-        opt = torch.optim.Adam([params[i] for i in which], lr=lr)
+        opt = torch.optim.Adam([params[i] for i in which], lr=lr, foreach=True)
         use = [t if k in which else t.detach() for k, t in enumerate(params)]
         n = cfg.iters_full
         for i in iters:
@@ -496,6 +497,7 @@ class _Problem:
 
 _SIN_C = [(-1) ** k / math.factorial(2 * k + 1) for k in range(13)]      # sin(t)/t in t^2
 _COS_C = [(-1) ** k / math.factorial(2 * k + 2) for k in range(13)]      # (1-cos(t))/t^2 in t^2
+_SIN_COS_C = list(zip(_SIN_C, _COS_C))
 
 
 def rodrigues(aa: torch.Tensor) -> torch.Tensor:
@@ -506,12 +508,12 @@ def rodrigues(aa: torch.Tensor) -> torch.Tensor:
     multiplications and additions: no square root, no branch at t = 0 (smooth gradients), and
     none of the transcendental kernels that hand tiny tensors to a thread pool.
     """
-    t2 = (aa * aa).sum(-1, keepdim=True)[..., None]
-    a = torch.full_like(t2, _SIN_C[-1])
-    b = torch.full_like(t2, _COS_C[-1])
-    for cs, cc in zip(reversed(_SIN_C[:-1]), reversed(_COS_C[:-1])):
-        a = a * t2 + cs
-        b = b * t2 + cc
+    t2 = (aa * aa).sum(-1, keepdim=True)[..., None]                    # (..., 1, 1)
+    coef = torch.tensor(_SIN_COS_C, dtype=aa.dtype, device=aa.device)  # (13, 2): both series at once
+    ab = coef[-1].expand(*t2.shape[:-1], 2)
+    for k in range(len(_SIN_C) - 2, -1, -1):
+        ab = ab * t2 + coef[k]
+    a, b = ab[..., :1], ab[..., 1:]
     x, y, z = aa.unbind(-1)
     zero = torch.zeros_like(x)
     K = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*aa.shape[:-1], 3, 3)
