@@ -224,7 +224,7 @@ def run_detector(pipe, images: list[Image], fit: bool, repeat: int, overlays: Pa
                 from deforhmr_model.files.render import render_overlay
                 from deforhmr_model.files.image_io import save_png
                 overlays.mkdir(parents=True, exist_ok=True)
-                save_png(render_overlay(image, result), overlays / f"{tag}_{im.set}_{im.path.stem}.png")
+                save_png(overlays / f"{tag}_{im.set}_{im.path.stem}.png", render_overlay(image, result).overlay)
     return stats
 
 
