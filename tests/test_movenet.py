@@ -199,7 +199,7 @@ def test_detector_options_and_errors():
     assert type(make_detector("BlazePose")).__name__ == "BlazePoseDetector"
     with pytest.raises(ValueError, match="unknown detector"):
         make_detector("yolo")
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(ValueError, match="multiples of 32"):
         mn.MoveNetDetector(canvas=250)
     with pytest.raises(ValueError, match="threshold"):
         mn.MoveNetDetector(threshold=2)
