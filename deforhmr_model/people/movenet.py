@@ -38,8 +38,9 @@ How people are found (:class:`MoveNetDetector`):
    keypoints are the mean of MoveNet's and the landmark model's (:func:`fuse_keypoints`),
    its 33 landmarks and world landmarks are the landmark model's. A person is kept when
    MoveNet is sure (score >= ``sure``) or the landmark model is (quality >= ``min_quality``).
-5. **Assist.** BlazePose's own detector (whole image + tiles down to ``assist_min_person``)
-   adds candidates MoveNet misses in overlapping crowds (figure-skating composites); they
+5. **Assist.** Where two of MoveNet's people overlap (box IoU > :data:`ASSIST_IOU`),
+   BlazePose's own detector (whole image + tiles down to ``assist_min_person``) adds
+   candidates MoveNet misses in overlapping crowds (figure-skating composites); they
    go through the same landmark passes, are kept when the landmark quality is high, and
    rank after MoveNet's people. Duplicates are removed last (:func:`detection.dedup`).
 
@@ -72,6 +73,7 @@ SPLIT_CHILD = 0.6          # a saturated pass's region is split into 2 x 2 tiles
 SPLIT_MIN = 2.0            # ... down to tiles of this x the smallest person looked for
 MAX_SPLIT_PASSES = 12      # at most this many passes from splitting
 TURNED_SCORE = 0.8         # a person found both upright and turned keeps the upright pass's keypoints
+ASSIST_IOU = 0.2           # the assist runs when two MoveNet people's boxes overlap by more than this
 ASSIST_SCORE = 0.5         # BlazePose-detector candidates rank after MoveNet's (scores are not comparable)
 ASSIST_SAME_ROI = 0.1      # a candidate whose ROI is this close to a MoveNet person's (detection.same_roi) is
                            # that person: its landmark passes are skipped
@@ -275,7 +277,9 @@ class MoveNetDetector(LandmarkDetector):
         boxes, kps, scores = self._find(pyr)
         rois = [roi_from_keypoints(k, b) for k, b in zip(kps, boxes)]
         n = len(rois)
-        if self.assist is not None:          # BlazePose's detector adds candidates (overlapping crowds)
+        ascores = np.zeros(0)
+        if self.assist is not None and _overlapping(boxes, ASSIST_IOU):   # BlazePose's detector adds
+            # candidates where MoveNet's people overlap (crowds, composites); elsewhere it finds no one new
             _, akps, ascores = self.assist._detect_regions(pyr, self.assist.regions(*pyr.size))
             arois = [bp.roi_from_alignment(k[0], k[1]) for k in akps]
             new = [i for i, r in enumerate(arois) if not any(same_roi(r, m, ASSIST_SAME_ROI) for m in rois[:n])]
@@ -284,7 +288,7 @@ class MoveNetDetector(LandmarkDetector):
         people = self._landmarks(pyr, rois, None, self.refine)
         out = [dataclasses.replace(p, bbox=b.astype(np.float32), score=float(s), keypoints_coco=fuse_keypoints(p, k))
                for p, b, k, s in zip(people[:n], boxes, kps, scores) if s >= self.sure or p.quality >= self.min_quality]
-        if self.assist is not None:
+        if len(ascores):
             extra = [dataclasses.replace(p, score=float(s) * ASSIST_SCORE)
                      for p, s in zip(people[n:], ascores) if p.quality >= self.min_quality]
             out += sorted(extra, key=lambda p: -p.score)
@@ -373,6 +377,15 @@ def turned_affine(affine: np.ndarray, canvas: int, quarter_turns: int = 2) -> np
 def _sorted_corners(boxes: np.ndarray) -> np.ndarray:
     """Boxes (N, 4) with each axis's corners in increasing order (x0 <= x1, y0 <= y1)."""
     return np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
+
+
+def _overlapping(boxes: np.ndarray, iou: float) -> bool:
+    """Whether any two boxes (N, 4) px overlap with IoU > ``iou``."""
+    if len(boxes) < 2:
+        return False
+    m = bp.box_iou(boxes.astype(np.float64), boxes.astype(np.float64))
+    np.fill_diagonal(m, 0.0)
+    return bool((m > iou).any())
 
 
 def _area(box) -> float:
