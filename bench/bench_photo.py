@@ -3,7 +3,9 @@ batch of photos), on the single-person dev photos (CPU).
 
 Per photo: load (decode + EXIF), detect (people + landmarks), recover (fit; the network too
 when ``--model`` names one), GLB export; median over the photos and ``--repeat`` rounds.
-Also the one-shot cost a first photo pays (pipeline construction: body model, LiteRT
+``cpu s`` is the process CPU time per photo (all threads): on a shared machine whose wall
+times swing with the neighbours' load it is the steadier number (with 2 threads the wall time
+on an idle machine is at least half of it). Also the one-shot cost a first photo pays (pipeline construction: body model, LiteRT
 interpreters) measured once.
 
 Baseline measured in the same run: the same job with the previous default detector
@@ -28,8 +30,9 @@ DEV = Path(os.environ.get("DEFORHMR_SHARED", ROOT.parent / "shared")) / "photos"
 PHOTOS = ("coco/000000000785.jpg", "mpii/051423444.jpg", "mpii/060754485.jpg", "mpii/004645041.jpg")
 
 
-def run(detector: str, model: str, repeat: int, out: Path) -> tuple[float, np.ndarray, float]:
-    """(one-shot construction s, per-stage medians (load, detect, recover, glb) s, total median s)."""
+def run(detector: str, model: str, repeat: int, out: Path) -> tuple[float, np.ndarray, float, float]:
+    """(one-shot construction s, per-stage medians (load, detect, recover, glb) s, total median s,
+    median process CPU time per photo s (all threads))."""
     from deforhmr_model.files.export import export_glb
     from deforhmr_model.files.image_io import load_image
     from deforhmr_model.pipeline import HMRPipeline
@@ -37,9 +40,10 @@ def run(detector: str, model: str, repeat: int, out: Path) -> tuple[float, np.nd
     pipe = HMRPipeline(model=model, detector=detector)
     export_glb(pipe(load_image(DEV / PHOTOS[0])), out / "warm.glb")     # interpreters, body, first fit
     first = time.perf_counter() - t0
-    parts = []
+    parts, cpu = [], []
     for _ in range(repeat):
         for rel in PHOTOS:
+            c0 = time.process_time()
             t = [time.perf_counter()]
             image = load_image(DEV / rel)
             t.append(time.perf_counter())
@@ -50,8 +54,9 @@ def run(detector: str, model: str, repeat: int, out: Path) -> tuple[float, np.nd
             export_glb(result, out / "photo.glb")
             t.append(time.perf_counter())
             parts.append(np.diff(t))
+            cpu.append(time.process_time() - c0)
     parts = np.array(parts)
-    return first, np.median(parts, 0), float(np.median(parts.sum(1)))
+    return first, np.median(parts, 0), float(np.median(parts.sum(1))), float(np.median(cpu))
 
 
 def main() -> None:
@@ -72,10 +77,10 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f}; torch/LiteRT threads {args.threads}; model {args.model}; "
           f"{len(PHOTOS)} single-person photos x {args.repeat}")
     print(f"{'detector':24s} {'first photo s':>13s} {'load':>6s} {'detect':>7s} {'recover':>8s} {'glb':>6s} "
-          f"{'photo->GLB s':>12s}")
-    for det, (first, med, total) in rows.items():
+          f"{'photo->GLB s':>12s} {'cpu s':>6s}")
+    for det, (first, med, total, cpu) in rows.items():
         label = det + (" (default)" if det == "movenet" else " (baseline)")
-        print(f"{label:24s} {first:13.2f} {med[0]:6.3f} {med[1]:7.3f} {med[2]:8.3f} {med[3]:6.3f} {total:12.2f}")
+        print(f"{label:24s} {first:13.2f} {med[0]:6.3f} {med[1]:7.3f} {med[2]:8.3f} {med[3]:6.3f} {total:12.2f} {cpu:6.2f}")
     print(f"photo->GLB default / baseline: {rows['movenet'][2] / rows['blazepose'][2]:.2f}x")
 
 
