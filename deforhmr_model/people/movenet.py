@@ -32,9 +32,10 @@ How people are found (:class:`MoveNetDetector`):
    the BlazePose landmark model runs on it. With ``refine`` (off by default here) it runs
    once more on the ROI from its own alignment points (MediaPipe's tracking ROI) where that
    ROI differs, and keeps the pass it is more confident about. On the dev sets the second
-   pass lowered the fitted bodies' PCK@0.2 (92.2 -> 91.1 overall; OCHuman 80.6 -> 75.0)
-   at twice the landmark cost, so MoveNet's keypoint ROI is used alone. The person keeps MoveNet's box (COCO-style,
-   closer to the annotations than the landmark/mask box) and score; its COCO-17
+   pass lowered the fitted bodies' PCK@0.2 (92.2 -> 91.1 overall; OCHuman 80.6 -> 75.0,
+   measured with the fitter of the time) at twice the landmark cost, so MoveNet's keypoint
+   ROI is used alone. The person keeps MoveNet's box (COCO-style, closer to the
+   annotations than the landmark/mask box) and score; its COCO-17
    keypoints are the mean of MoveNet's and the landmark model's (:func:`fuse_keypoints`),
    its 33 landmarks and world landmarks are the landmark model's. A person is kept when
    MoveNet is sure (score >= ``sure``) or the landmark model is (quality >= ``min_quality``).
@@ -233,9 +234,8 @@ class MoveNetDetector(LandmarkDetector):
     def __init__(self, threshold: float = 0.2, max_people: int | None = None, *, num_threads: int = 2,
                  min_person: float = DEFAULT_MIN_PERSON, tile_overlap: float = 0.5, max_tiles: int = MAX_TILES,
                  min_quality: float = 0.45, sure: float = 0.25, refine: bool = False, canvas: int = CANVAS,
-                 assist_min_person: float | None = 0.4, turns: tuple[int, ...] = (1, 2, 3), turn_canvas: int = TURN_CANVAS,
-                 movenet_path=None,
-                 landmark_path=None):
+                 assist_min_person: float | None = 0.4, turns: tuple[int, ...] = (1, 2, 3),
+                 turn_canvas: int = TURN_CANVAS, movenet_path=None, landmark_path=None):
         super().__init__(max_people, num_threads=num_threads, min_quality=min_quality, refine=refine,
                          landmark_path=landmark_path)
         check_search_options(threshold, min_person, tile_overlap)
@@ -392,5 +392,5 @@ def _area(box) -> float:
     return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
 
 
-__all__ = ["MoveNetDetector", "decode_movenet", "turned_affine", "cut_by_inner_edge", "merge_people", "roi_from_keypoints",
-           "keypoint_oks", "movenet_regions", "MOVENET_FILE"]
+__all__ = ["MoveNetDetector", "decode_movenet", "turned_affine", "cut_by_inner_edge", "merge_people",
+           "roi_from_keypoints", "keypoint_oks", "movenet_regions", "MOVENET_FILE"]
