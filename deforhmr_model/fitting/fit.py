@@ -497,7 +497,7 @@ class _Problem:
 
 _SIN_C = [(-1) ** k / math.factorial(2 * k + 1) for k in range(13)]      # sin(t)/t in t^2
 _COS_C = [(-1) ** k / math.factorial(2 * k + 2) for k in range(13)]      # (1-cos(t))/t^2 in t^2
-_SIN_COS_C = list(zip(_SIN_C, _COS_C))
+_SIN_COS_C = torch.tensor(list(zip(_SIN_C, _COS_C)), dtype=torch.float64)  # (13, 2): both series at once
 
 
 def rodrigues(aa: torch.Tensor) -> torch.Tensor:
@@ -509,7 +509,7 @@ def rodrigues(aa: torch.Tensor) -> torch.Tensor:
     none of the transcendental kernels that hand tiny tensors to a thread pool.
     """
     t2 = (aa * aa).sum(-1, keepdim=True)[..., None]                    # (..., 1, 1)
-    coef = torch.tensor(_SIN_COS_C, dtype=aa.dtype, device=aa.device)  # (13, 2): both series at once
+    coef = _SIN_COS_C.to(dtype=aa.dtype, device=aa.device)           # built once, not per call
     ab = coef[-1].expand(*t2.shape[:-1], 2)
     for k in range(len(_SIN_C) - 2, -1, -1):
         ab = ab * t2 + coef[k]
