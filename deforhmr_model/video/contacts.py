@@ -58,10 +58,8 @@ def foot_contacts(joints: np.ndarray, times: np.ndarray, frames: np.ndarray, up:
     """
     J = np.asarray(joints, np.float64)
     T = len(J)
-    feet = J[:, list(FOOT_JOINTS)]                                   # (T, 2, 3)
-    h = feet @ up
+    h, flat = _feet_on_floor(J, up)
     floor = np.percentile(h, FLOOR_PERCENTILE) if T else 0.0
-    flat = feet - h[..., None] * up                                  # positions along the floor
     speed = np.full((T, 2), np.inf)
     t = np.asarray(times, np.float64)
     f = np.asarray(frames)
@@ -93,8 +91,7 @@ def lock_feet(transl: np.ndarray, joints: np.ndarray, global_orient: np.ndarray,
         return tr.astype(np.float32), J.astype(np.float32), np.zeros((T, 2), bool)
     up = body_up(global_orient)
     contact = foot_contacts(J, times, frames, up)
-    feet = J[:, list(FOOT_JOINTS)]
-    flat = feet - (feet @ up)[..., None] * up
+    _, flat = _feet_on_floor(J, up)
     want = np.zeros((T, 3))
     count = np.zeros(T)
     for k in range(2):
@@ -109,6 +106,14 @@ def lock_feet(transl: np.ndarray, joints: np.ndarray, global_orient: np.ndarray,
     shift = _smooth_solve(want, w, np.asarray(frames))
     shift -= (shift @ up)[:, None] * up                              # along the floor only
     return (tr + shift).astype(np.float32), (J + shift[:, None]).astype(np.float32), contact
+
+
+def _feet_on_floor(J: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Foot heights (T, 2) m along ``up`` and foot positions (T, 2, 3) m along the floor
+    (the height removed) of joints J (T, 24, 3)."""
+    feet = J[:, list(FOOT_JOINTS)]
+    h = feet @ up
+    return h, feet - h[..., None] * up
 
 
 def _smooth_solve(want: np.ndarray, w: np.ndarray, frames: np.ndarray) -> np.ndarray:
